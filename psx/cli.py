@@ -1,0 +1,133 @@
+"""`psx` entry point: subcommand dispatch and one-line errors.
+
+`psx --help` and `psx --version` import neither torch nor Hydra, so they answer instantly.
+"""
+from __future__ import annotations
+
+import sys
+
+from psx import __version__
+
+USAGE = "usage: psx [--help] [--version] <command> [args]"
+
+HELP = f"""{USAGE}
+
+psx: train and compare models that differ only in what they share.
+
+commands:
+  train     train one run, or with -m a Hydra multirun sweep (see `psx train --help`)
+
+examples:
+  psx train                                          # cnn_shared on the bundled 8x8 digits
+  psx train model=cnn_unshared                       # the same CNN without weight sharing
+  psx train -m model=cnn_shared,cnn_unshared dataset.train_size=50,200,null seed=0,1
+
+Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
+"""
+
+COMMANDS = ("train",)
+
+
+def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    print(f"psx: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(HELP, file=sys.stderr)
+        sys.exit(2)
+    command, args = argv[0], argv[1:]
+    if command in ("-h", "--help", "help"):
+        print(HELP)
+        return
+    if command in ("-V", "--version"):
+        print(f"psx {__version__}")
+        return
+    if command == "train":
+        sys.exit(train_command(args))
+    fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
+
+
+def train_command(args: list[str]) -> int:
+    from hydra._internal.utils import get_args_parser
+
+    from psx.errors import PsxError
+
+    parsed, _ = get_args_parser().parse_known_args(args)
+    only_shows_something = parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion
+    if not only_shows_something and not parsed.config_dir and not parsed.config_path:
+        try:
+            preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
+        except PsxError as e:
+            fail(str(e))
+
+    from psx.hydra_app import hydra_train
+    from psx.train import FAILED_RUNS
+
+    sys.argv = ["psx train", *args]
+    try:
+        hydra_train()
+    except KeyboardInterrupt:
+        print("psx: interrupted", file=sys.stderr)
+        return 130
+    if FAILED_RUNS:
+        if len(FAILED_RUNS) > 1:
+            print(f"psx: {len(FAILED_RUNS)} runs failed; see status and error in their summary.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
+    """Compose and validate the config before Hydra starts any job, so a bad override or an
+    unavailable device ends with one clear line instead of a failed run (or a failed sweep).
+    In a sweep every listed value is checked once, each with the other overrides' first values."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from psx.config import validate
+    from psx.device import resolve_device
+    from psx.errors import PsxError
+    from psx.hydra_app import config_dir
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise PsxError(_one_line(e)) from None
+
+    base, sweeps = [], []
+    for override in parsed:
+        if override.is_sweep_override() and not multirun:
+            raise PsxError(f"'{override.input_line}' lists several values: add -m to run them as a sweep")
+        if not override.is_sweep_override():
+            base.append(override.input_line)
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except Exception:  # e.g. an interval for an optimizing sweeper: nothing to enumerate
+            continue
+        sweeps.append([f"{override.get_key_element()}={value}" for value in values])
+
+    variants = [[sweep[0] for sweep in sweeps]]
+    for i, sweep in enumerate(sweeps):
+        for value in sweep[1:]:
+            variant = list(variants[0])
+            variant[i] = value
+            variants.append(variant)
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+        for variant in variants:
+            try:
+                cfg = compose(config_name=config_name, overrides=base + variant)
+            except (HydraException, OmegaConfBaseException) as e:
+                raise PsxError(_one_line(e)) from None
+            validate(cfg)
+            resolve_device(cfg.device)
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,195 @@
+"""Schemas for the composed config, and the check that runs before any training.
+
+Hydra already rejects overrides of keys that do not exist (the config is in struct mode);
+these schemas also catch a typo or a wrong type inside a YAML file, and values that parse
+but make no sense (a negative data size, an unknown optimizer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from psx.errors import PsxError
+
+
+class Optimizer(Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Scheduler(Enum):
+    none = "none"
+    cosine = "cosine"
+    step = "step"
+    plateau = "plateau"
+
+
+class Progress(Enum):
+    auto = "auto"
+    bar = "bar"
+    lines = "lines"
+    none = "none"
+
+
+class DeviceType(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+@dataclass
+class TrainerSchema:
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    optimizer: Optimizer = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    scheduler: Scheduler = MISSING
+    step_size: int = MISSING
+    gamma: float = MISSING
+    grad_clip: Optional[float] = MISSING
+    patience: Optional[int] = MISSING
+    progress: Progress = MISSING
+
+
+@dataclass
+class DeviceSchema:
+    type: DeviceType = MISSING
+    num_threads: Optional[int] = MISSING
+
+
+@dataclass
+class DigitsSchema:
+    name: str = MISSING
+    test_size: int = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    train_size: Optional[int] = MISSING
+    subset_seed: int = MISSING
+
+
+@dataclass
+class CNNSchema:
+    name: str = MISSING
+    family: str = MISSING
+    shared: bool = MISSING
+    channels: List[int] = MISSING
+    kernel_size: int = MISSING
+    stride: int = MISSING
+    padding: Optional[int] = MISSING
+    pool: int = MISSING
+    hidden: List[int] = MISSING
+    dropout: float = MISSING
+
+
+@dataclass
+class MLPSchema:
+    name: str = MISSING
+    family: str = MISSING
+    shared: bool = MISSING
+    hidden: List[int] = MISSING
+    dropout: float = MISSING
+
+
+@dataclass
+class CSVLoggerSchema:
+    filename: str = MISSING
+
+
+@dataclass
+class PathsSchema:
+    data_dir: str = MISSING
+
+
+MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema}
+DATASET_SCHEMAS: Dict[str, type] = {"digits": DigitsSchema}
+LOGGER_SCHEMAS: Dict[str, type] = {"csv": CSVLoggerSchema}
+TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
+
+
+def _checked(section: Any, schema: type, where: str) -> DictConfig:
+    """Merge one config section onto its schema: unknown keys, wrong types and missing keys fail."""
+    if not isinstance(section, DictConfig):
+        raise PsxError(f"config section '{where}' must be a mapping, got {section!r}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), section)
+    except OmegaConfBaseException as e:
+        raise PsxError(f"invalid config in '{where}': {_first_line(e)}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise PsxError(f"config '{where}' is missing: {', '.join(missing)}")
+    return merged
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # OmegaConf puts the useful text first and the key path in a later "full_key:" line.
+    full_key = next((line for line in lines if line.startswith("full_key:")), "")
+    head = lines[0] if lines else type(e).__name__
+    return f"{head} ({full_key})" if full_key else head
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise PsxError with one clear line if the config cannot describe a sensible run."""
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise PsxError(f"unknown top-level config key(s): {', '.join(unknown)}")
+    family = cfg.model.get("family")
+    if family not in MODEL_SCHEMAS:
+        raise PsxError(f"unknown model family {family!r} (known: {', '.join(MODEL_SCHEMAS)})")
+    model = _checked(cfg.model, MODEL_SCHEMAS[family], "model")
+    name = cfg.dataset.get("name")
+    if name not in DATASET_SCHEMAS:
+        raise PsxError(f"unknown dataset {name!r} (known: {', '.join(DATASET_SCHEMAS)})")
+    dataset = _checked(cfg.dataset, DATASET_SCHEMAS[name], "dataset")
+    trainer = _checked(cfg.trainer, TrainerSchema, "trainer")
+    device = _checked(cfg.device, DeviceSchema, "device")
+    _checked(cfg.paths, PathsSchema, "paths")
+    for tracker, section in cfg.logger.items():
+        if tracker not in LOGGER_SCHEMAS:
+            raise PsxError(f"unknown logger {tracker!r} (known: {', '.join(LOGGER_SCHEMAS)})")
+        _checked(section, LOGGER_SCHEMAS[tracker], f"logger.{tracker}")
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise PsxError(f"seed must be an integer, got {cfg.get('seed')!r}")
+
+    _positive(trainer, ["epochs", "batch_size", "eval_batch_size", "step_size"], "trainer")
+    if trainer.lr <= 0:
+        raise PsxError(f"trainer.lr must be positive, got {trainer.lr}")
+    if trainer.weight_decay < 0:
+        raise PsxError(f"trainer.weight_decay must be >= 0, got {trainer.weight_decay}")
+    if trainer.grad_clip is not None and trainer.grad_clip <= 0:
+        raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
+    if trainer.patience is not None and trainer.patience < 1:
+        raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
+    if dataset.train_size is not None and dataset.train_size < 1:
+        raise PsxError(f"dataset.train_size must be a positive integer or null, got {dataset.train_size}")
+    if device.num_threads is not None and device.num_threads < 1:
+        raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
+    if model.family == "cnn":
+        _positive(model, ["kernel_size", "stride", "pool"], "model")
+        if not model.channels:
+            raise PsxError("model.channels must list at least one conv layer")
+        _positive_list(model.channels, "model.channels")
+    _positive_list(model.hidden, "model.hidden")
+    if not 0.0 <= model.dropout < 1.0:
+        raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
+
+
+def _positive(section: DictConfig, keys: List[str], where: str) -> None:
+    for key in keys:
+        if section[key] < 1:
+            raise PsxError(f"{where}.{key} must be >= 1, got {section[key]}")
+
+
+def _positive_list(values: List[int], where: str) -> None:
+    if any(v < 1 for v in values):
+        raise PsxError(f"{where} must hold positive integers, got {list(values)}")
+

@@ -1,0 +1,36 @@
+"""What a model may know about its data, and the tensors the trainer consumes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    input_shape: tuple[int, ...]  # one example, e.g. (channels, height, width)
+    num_classes: int
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Data:
+    spec: DataSpec
+    train: Split
+    val: Split
+    test: Split
+
+    def to(self, device: torch.device) -> "Data":
+        return Data(self.spec, self.train.to(device), self.val.to(device), self.test.to(device))

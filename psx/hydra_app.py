@@ -1,0 +1,25 @@
+"""The Hydra application behind `psx train`, and the pre-flight check of its overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIG_NAME = "config"
+
+
+def config_dir() -> Path:
+    """conf/ ships inside the package (non-editable install) or sits beside it (source checkout)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / f"{CONFIG_NAME}.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"psx configs not found next to {package}")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
+def hydra_train(cfg: DictConfig) -> float | None:
+    from psx.train import run  # torch is imported only once a job actually runs
+
+    return run(cfg)

@@ -1,0 +1,55 @@
+"""LeNet-style CNN; the unshared twin swaps every Conv2d for a LocallyConnected2d."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from torch import nn
+
+from psx.data.spec import DataSpec
+from psx.errors import PsxError
+from psx.models.locally_connected import LocallyConnected2d, conv_output_size
+from psx.models.mlp import mlp_head
+
+
+class CNN(nn.Module):
+    def __init__(self, cfg: DictConfig, spec: DataSpec):
+        super().__init__()
+        if len(spec.input_shape) != 3:
+            raise PsxError(f"model {cfg.name} needs images (channels, height, width); {spec.name} gives {spec.input_shape}")
+        channels, height, width = spec.input_shape
+        k, stride = cfg.kernel_size, cfg.stride
+        padding = k // 2 if cfg.padding is None else cfg.padding
+        layers: list[nn.Module] = []
+        # What sharing saves: per conv, the parameters its locally connected twin would have minus its own.
+        self.sharing_savings = 0
+        for index, out_channels in enumerate(cfg.channels):
+            out_h, out_w = (conv_output_size(s, k, stride, padding) for s in (height, width))
+            if min(out_h, out_w) < 1:
+                raise PsxError(
+                    f"model {cfg.name}: conv layer {index + 1} (kernel {k}, padding {padding}) does not fit "
+                    f"its {height}x{width} input from {spec.name}; use fewer or smaller layers"
+                )
+            conv_params = out_channels * (channels * k * k + 1)
+            lc_params = out_h * out_w * conv_params
+            if cfg.shared:
+                layers.append(nn.Conv2d(channels, out_channels, k, stride=stride, padding=padding))
+                self.sharing_savings += lc_params - conv_params
+            else:
+                layers.append(LocallyConnected2d(channels, out_channels, (height, width), k, stride, padding))
+            layers.append(nn.ReLU())
+            channels, height, width = out_channels, out_h, out_w
+            if cfg.pool > 1:
+                if min(height, width) < cfg.pool:
+                    raise PsxError(
+                        f"model {cfg.name}: pooling after conv layer {index + 1} gets a {height}x{width} map, "
+                        f"smaller than pool={cfg.pool}; use fewer layers or model.pool=1"
+                    )
+                layers.append(nn.MaxPool2d(cfg.pool))
+                height, width = height // cfg.pool, width // cfg.pool
+        self.features = nn.Sequential(*layers)
+        self.head = mlp_head(channels * height * width, list(cfg.hidden), spec.num_classes, cfg.dropout)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+    def unshared_equivalent_params(self, unique: int) -> int:
+        return unique + self.sharing_savings
