@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import re
 import sys
 
 from psx import __version__
@@ -93,10 +94,13 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise PsxError(_one_line(e)) from None
+    parser = OverridesParser.create()
+    parsed = []
+    for line in overrides:
+        try:
+            parsed += parser.parse_overrides([line])
+        except HydraException as e:
+            raise PsxError(f"malformed override '{line}': {_one_line(e).split(' See https://')[0]}") from None
 
     base, sweeps = [], []
     for override in parsed:
@@ -123,9 +127,23 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             try:
                 cfg = compose(config_name=config_name, overrides=base + variant)
             except (HydraException, OmegaConfBaseException) as e:
-                raise PsxError(_one_line(e)) from None
+                raise PsxError(_composition_error(e)) from None
             validate(cfg)
             resolve_device(cfg.device)
+
+
+def _composition_error(e: Exception) -> str:
+    """Hydra's composition errors, shortened to the part a user acts on."""
+    text = str(e).split("Config search path:")[0]
+    missing = re.search(r"Could not find '([^']+)'", text)
+    if missing:
+        options = re.search(r"Available options in '[^']+':(.*)", text, re.S)
+        choices = ", ".join(options.group(1).split()) if options else "none"
+        return f"no config '{missing.group(1)}' (available: {choices})"
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        return f"unknown config key '{unknown.group(1)}' (see `psx train --help` for the keys)"
+    return _one_line(e)
 
 
 def _one_line(e: Exception) -> str:

@@ -122,19 +122,18 @@ def _checked(section: Any, schema: type, where: str) -> DictConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), section)
     except OmegaConfBaseException as e:
-        raise PsxError(f"invalid config in '{where}': {_first_line(e)}") from None
+        raise PsxError(_explain(e, where)) from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise PsxError(f"config '{where}' is missing: {', '.join(missing)}")
     return merged
 
 
-def _first_line(e: Exception) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+def _explain(e: OmegaConfBaseException, where: str) -> str:
     # OmegaConf puts the useful text first and the key path in a later "full_key:" line.
-    full_key = next((line for line in lines if line.startswith("full_key:")), "")
-    head = lines[0] if lines else type(e).__name__
-    return f"{head} ({full_key})" if full_key else head
+    head = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    key = getattr(e, "full_key", None)
+    return f"invalid {where}.{key}: {head}" if key else f"invalid config in '{where}': {head}"
 
 
 def validate(cfg: DictConfig) -> None:

@@ -1,0 +1,78 @@
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from psx.models.locally_connected import LocallyConnected2d
+
+GRID = list(
+    itertools.product(
+        [(1, 3), (3, 4)],  # (in, out) channels
+        [1, 3, 5],  # kernel
+        [1, 2],  # stride
+        [0, 1, 2],  # padding
+        [(7, 7), (9, 6)],  # input size
+    )
+)
+
+
+@pytest.mark.parametrize("channels,kernel,stride,padding,size", GRID)
+def test_equals_conv_when_given_its_weights_everywhere(channels, kernel, stride, padding, size):
+    torch.manual_seed(0)
+    in_ch, out_ch = channels
+    if size[0] + 2 * padding < kernel or size[1] + 2 * padding < kernel:
+        pytest.skip("kernel larger than padded input")
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding).double()
+    lc = LocallyConnected2d(in_ch, out_ch, size, kernel, stride, padding).double().copy_from_conv(conv)
+
+    x_conv = torch.randn(5, in_ch, *size, dtype=torch.float64, requires_grad=True)
+    x_lc = x_conv.detach().clone().requires_grad_(True)
+    out_conv, out_lc = conv(x_conv), lc(x_lc)
+    assert out_lc.shape == out_conv.shape
+    torch.testing.assert_close(out_lc, out_conv, rtol=1e-12, atol=1e-12)
+
+    grad_out = torch.randn_like(out_conv)
+    out_conv.backward(grad_out)
+    out_lc.backward(grad_out)
+    torch.testing.assert_close(x_lc.grad, x_conv.grad, rtol=1e-12, atol=1e-12)
+    # Summing the per-position weight gradients gives the conv's shared-weight gradient.
+    shared_grad = lc.weight.grad.sum(0).t().reshape_as(conv.weight)
+    torch.testing.assert_close(shared_grad, conv.weight.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("in_ch,out_ch,kernel,stride,padding,size", [(1, 6, 5, 1, 2, (28, 28)), (6, 16, 5, 1, 0, (14, 14)), (3, 8, 3, 2, 1, (32, 32))])
+def test_parameter_count_is_out_times_positions_times_patch_plus_bias(in_ch, out_ch, kernel, stride, padding, size):
+    lc = LocallyConnected2d(in_ch, out_ch, size, kernel, stride, padding)
+    positions = math.prod((s + 2 * padding - kernel) // stride + 1 for s in size)
+    assert sum(p.numel() for p in lc.parameters()) == out_ch * positions * (in_ch * kernel * kernel + 1)
+
+
+def test_positions_really_are_independent():
+    lc = LocallyConnected2d(1, 1, (4, 4), 3, 1, 1)
+    with torch.no_grad():
+        lc.weight.zero_()
+        lc.bias.zero_()
+        lc.weight[5, 4, 0] = 1.0  # position (1, 1): pass the centre pixel through
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = lc(x)
+    expected = torch.zeros(1, 1, 4, 4)
+    expected[0, 0, 1, 1] = x[0, 0, 1, 1]
+    torch.testing.assert_close(out, expected)
+
+
+def test_initialised_like_conv2d_with_the_same_fan_in():
+    torch.manual_seed(0)
+    lc = LocallyConnected2d(4, 8, (10, 10), 3)
+    bound = 1 / math.sqrt(4 * 9)
+    assert lc.weight.abs().max() <= bound and lc.bias.abs().max() <= bound
+    # Uniform(-b, b) has std b / sqrt(3): many samples, so the match is tight.
+    assert abs(lc.weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound
+    conv = nn.Conv2d(4, 8, 3)
+    assert conv.weight.abs().max() <= bound
+
+
+def test_kernel_that_does_not_fit_is_rejected():
+    with pytest.raises(ValueError):
+        LocallyConnected2d(1, 1, (2, 2), 5)
