@@ -38,7 +38,7 @@ def test_equals_conv_when_given_its_weights_everywhere(channels, kernel, stride,
     out_lc.backward(grad_out)
     torch.testing.assert_close(x_lc.grad, x_conv.grad, rtol=1e-12, atol=1e-12)
     # Summing the per-position weight gradients gives the conv's shared-weight gradient.
-    shared_grad = lc.weight.grad.sum(0).t().reshape_as(conv.weight)
+    shared_grad = lc.weight.grad.sum(0).reshape_as(conv.weight)
     torch.testing.assert_close(shared_grad, conv.weight.grad, rtol=1e-10, atol=1e-10)
 
 
@@ -54,7 +54,7 @@ def test_positions_really_are_independent():
     with torch.no_grad():
         lc.weight.zero_()
         lc.bias.zero_()
-        lc.weight[5, 4, 0] = 1.0  # position (1, 1): pass the centre pixel through
+        lc.weight[5, 0, 4] = 1.0  # position (1, 1): pass the centre pixel through
     x = torch.arange(16.0).view(1, 1, 4, 4)
     out = lc(x)
     expected = torch.zeros(1, 1, 4, 4)
@@ -76,3 +76,26 @@ def test_initialised_like_conv2d_with_the_same_fan_in():
 def test_kernel_that_does_not_fit_is_rejected():
     with pytest.raises(ValueError):
         LocallyConnected2d(1, 1, (2, 2), 5)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
+def test_hand_written_backward_passes_gradcheck(stride, padding):
+    from psx.models.locally_connected import _LocallyConnectedFunction
+
+    torch.manual_seed(0)
+    lc = LocallyConnected2d(2, 3, (5, 6), 3, stride, padding).double()
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = lc.weight.detach().clone().requires_grad_(True)
+
+    def forward(x, weight):
+        return _LocallyConnectedFunction.apply(x, weight, lc.kernel_size, lc.stride, lc.padding, *lc.output_size)
+
+    assert torch.autograd.gradcheck(forward, (x, weight))
+
+
+def test_works_on_non_contiguous_input_and_in_float32():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    lc = LocallyConnected2d(3, 4, (6, 6), 3, 1, 1).copy_from_conv(conv)
+    x = torch.randn(6, 6, 3, 5).permute(3, 2, 0, 1)  # channels-last-like strides
+    torch.testing.assert_close(lc(x), conv(x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,18 @@
+"""Benchmarks are not timed tests: only check that each script runs end to end on a tiny size."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def test_bench_lc_quick(tmp_path):
+    out = tmp_path / "lc.json"
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_lc.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert rows and rows[0]["lc_over_conv"] > 0 and rows[0]["ms"]["conv2d"] > 0
+    # No intermediate of psx's layer is larger than the unfolded input.
+    assert rows[0]["largest_alloc_mb"]["psx_lc"] <= rows[0]["unfolded_input_mb"] * 1.01
