@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 
 from psx import __version__
@@ -70,9 +71,10 @@ def train_command(args: list[str]) -> int:
     sys.argv = ["psx train", *args]
     try:
         hydra_train()
-    except KeyboardInterrupt:
-        print("psx: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # includes a stop requested by SIGTERM/SIGINT, after its checkpoint
+        name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
+        print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     if FAILED_RUNS:
         if len(FAILED_RUNS) > 1:
             print(f"psx: {len(FAILED_RUNS)} runs failed; see status and error in their summary.json", file=sys.stderr)

@@ -58,6 +58,8 @@ class TrainerSchema:
     grad_clip: Optional[float] = MISSING
     patience: Optional[int] = MISSING
     progress: Progress = MISSING
+    checkpoint: bool = MISSING
+    resume: Optional[str] = MISSING
 
 
 @dataclass

@@ -8,7 +8,7 @@ log = logging.getLogger("psx")
 
 
 class Progress:
-    def __init__(self, mode: str, epochs: int, steps_per_epoch: int):
+    def __init__(self, mode: str, epochs: int, steps_per_epoch: int, done_steps: int = 0):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode = mode
@@ -28,7 +28,9 @@ class Progress:
                 console=Console(stderr=True),
                 refresh_per_second=4,  # redraws happen on rich's thread, never per training step
             )
-            self._task = self._bar.add_task("train", total=epochs * steps_per_epoch, epoch=1, status="")
+            self._task = self._bar.add_task(
+                "train", total=epochs * steps_per_epoch, completed=done_steps, epoch=1 + done_steps // steps_per_epoch, status=""
+            )
             self._bar.start()
 
     def step(self) -> None:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import psx
+from psx.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
 from psx.device import resolve_device
@@ -21,12 +25,15 @@ from psx.errors import PsxError
 from psx.loggers import CSVLogger, write_json_atomic
 from psx.models import build_model, param_counts
 from psx.tasks import Classification
-from psx.trainer import Trainer
+from psx.trainer import StopRequested, Trainer
 
 log = logging.getLogger("psx")
 
 # Run folders of jobs that failed in this process; the CLI exits non-zero if any did.
 FAILED_RUNS: list[str] = []
+
+# Overrides that may accompany trainer.resume: they change how, not what, is trained.
+RESUME_COMPATIBLE = ("trainer.resume", "trainer.progress", "device", "hydra.", "hydra/")
 
 
 def _now() -> str:
@@ -53,16 +60,43 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train one configuration. Never raises for a failed run (a sweep goes on); the failure
-    is written to summary.json, printed as one line, and recorded for the exit code."""
+    is written to summary.json, printed as one line, and recorded for the exit code.
+
+    Re-running a sweep into the same folder finishes it: a job whose folder says completed is
+    skipped, an interrupted one resumes from its checkpoint, a failed one starts over."""
     started = time.perf_counter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_summary(run_dir)
     summary = base_summary(cfg, run_dir)
-    write_json_atomic(run_dir / "summary.json", summary)
-    csv_logger = CSVLogger(run_dir / cfg.logger.csv.filename)
+    if previous is not None and previous.get("overrides") != summary["overrides"]:
+        return _fail(summary, run_dir, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
+                     "sweep into a new hydra.sweep.dir")
+    if previous is not None and previous.get("status") == "completed":
+        log.info("skipping %s: already completed", run_dir)
+        return (previous.get("metrics") or {}).get(previous.get("selection_metric"))
+
+    resume = None
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    csv_logger = None
     try:
+        if cfg.trainer.resume is not None:
+            resume, cfg = _resume_from(cfg, summary)
+        elif previous is not None and previous.get("status") in ("running", "interrupted") and checkpoint_path.exists():
+            resume = load_checkpoint(checkpoint_path)
+            summary["resumed_from"] = str(checkpoint_path)
+            log.info("resuming %s from epoch %d", run_dir, resume["loop"]["epoch"])
+        write_json_atomic(run_dir / "summary.json", summary)
+        csv_logger = CSVLogger(run_dir / cfg.logger.csv.filename)
         validate(cfg)
         device = resolve_device(cfg.device)
         summary["device"] = str(device)
@@ -76,11 +110,13 @@ def run(cfg: DictConfig) -> float | None:
             cfg.model.name, cfg.dataset.name, len(data.train), f"{summary['params/unique']:,}", device,
         )
         task = Classification()
-        result = Trainer(cfg.trainer, cfg.seed, on_epoch=csv_logger.log).fit(model, data, task)
-        torch.save(
-            {"model": model.state_dict(), "epoch": result.best_epoch, "config": OmegaConf.to_container(cfg, resolve=True)},
-            run_dir / "checkpoint.pt",
-        )
+        config = OmegaConf.to_container(cfg, resolve=True)
+        trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=csv_logger.log,
+                          checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
+        with _stop_on_signals(trainer):
+            result = trainer.fit(model, data, task, resume=resume)
+        # The finished run keeps only what transfer and inspection need: the selected weights.
+        save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
         key = f"val/{task.selection_metric}"
         summary.update(
             status="completed",
@@ -104,18 +140,67 @@ def run(cfg: DictConfig) -> float | None:
         return result.best_val[task.selection_metric]
     except PsxError as e:
         _fail(summary, run_dir, str(e))
+    except StopRequested as e:
+        summary.update(status="interrupted", error=f"stopped by {e.args[0] if e.args else 'a signal'}; continue with "
+                       f"`psx train trainer.resume={run_dir}` (a sweep: re-run it with the same hydra.sweep.dir)")
+        raise
     except KeyboardInterrupt:
-        summary.update(status="interrupted", error="interrupted by the user (Ctrl-C)")
+        summary.update(status="interrupted", error="interrupted by the user")
         raise
     except Exception as e:  # a bug or an unexpected library error: keep the traceback in the summary
         summary["traceback"] = traceback.format_exc()
-        _fail(summary, run_dir, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
+        if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e):
+            _fail(summary, run_dir, f"out of memory on {summary.get('device', '?')}: reduce trainer.batch_size or the model")
+        else:
+            _fail(summary, run_dir, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
     finally:
-        csv_logger.close()
+        if csv_logger is not None:
+            csv_logger.close()
         summary["wall_seconds"] = time.perf_counter() - started
         summary["finished_at"] = _now()
         write_json_atomic(run_dir / "summary.json", summary)
     return None
+
+
+def _resume_from(cfg: DictConfig, summary: dict[str, Any]) -> tuple[dict[str, Any], DictConfig]:
+    """trainer.resume=<run folder>: continue that run with its own saved config."""
+    extra = [o for o in summary["overrides"] if not o.lstrip("+~").startswith(RESUME_COMPATIBLE)]
+    if extra:
+        raise PsxError(f"trainer.resume continues a run with its own config; drop the other overrides: {' '.join(extra)}")
+    state = load_checkpoint(cfg.trainer.resume)
+    if state.get("completed"):
+        raise PsxError(f"the run in {cfg.trainer.resume} already completed; nothing to resume")
+    saved = OmegaConf.create(state["config"])
+    saved.trainer.resume = cfg.trainer.resume
+    saved.trainer.progress = cfg.trainer.progress
+    saved.device = cfg.device
+    summary.update(model=saved.model.name, family=saved.model.get("family"), shared=saved.model.get("shared"),
+                   dataset=saved.dataset.name, train_size=saved.dataset.get("train_size"), seed=saved.seed,
+                   resumed_from=str(Path(cfg.trainer.resume).resolve()))
+    log.info("resuming %s from epoch %d", cfg.trainer.resume, state["loop"]["epoch"])
+    return state, saved
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """First SIGTERM/SIGINT: finish the current step, checkpoint, stop. A second one stops at once."""
+    def request_stop(signum, frame):
+        name = signal.Signals(signum).name
+        print(f"psx: {name}: saving a checkpoint after this step (again to stop at once)", file=sys.stderr, flush=True)
+        trainer.stop_requested = name
+        signal.signal(signum, previous[signum])
+
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+    except ValueError:  # not the main thread (e.g. a threaded launcher): no handlers, no graceful stop
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _fail(summary: dict[str, Any], run_dir: Path, message: str) -> None:

@@ -1,22 +1,31 @@
 """The training loop: plain PyTorch over in-memory tensors.
 
 Batches are slices of a seeded random permutation (no DataLoader, no per-sample Python work);
-the only host syncs are once per epoch (train loss, validation metrics).
+the only host syncs are once per epoch (train loss, validation metrics). The loop's whole state
+(weights, optimizer, scheduler, RNG streams, position in the epoch, best-so-far, history) is
+checkpointed atomically at every epoch end and when a stop is requested (SIGTERM/SIGINT), so a
+resumed CPU run ends with exactly the metrics of an unbroken one.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from psx.checkpoint import save_checkpoint
 from psx.data.spec import Data
 from psx.errors import PsxError
 from psx.progress import Progress
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised after the state was checkpointed because the process was asked to stop."""
 
 
 @dataclass
@@ -55,12 +64,22 @@ def make_scheduler(cfg: DictConfig, optimizer, mode: str):
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, seed: int, on_epoch: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        seed: int,
+        on_epoch: Callable[[dict], None] | None = None,
+        checkpoint_path: Path | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+    ):
         self.cfg = cfg
         self.seed = seed
         self.on_epoch = on_epoch or (lambda row: None)
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_extra = checkpoint_extra or {}
+        self.stop_requested = False  # set from a signal handler; checked after every step
 
-    def fit(self, model: nn.Module, data: Data, task) -> FitResult:
+    def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
         cfg = self.cfg
         device = data.train.y.device
         optimizer = make_optimizer(cfg, model.parameters())
@@ -72,18 +91,55 @@ class Trainer:
         better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
         key = task.selection_metric
 
-        best_state, best_val, best_epoch = None, None, 0
-        history: list[dict[str, float]] = []
-        step, stale, stopped_early = 0, 0, False
-        progress = Progress(cfg.progress, cfg.epochs, steps_per_epoch)
-        started = time.perf_counter()
+        s = {  # everything that must survive an interruption
+            "epoch": 0, "step": 0, "stale": 0, "best_epoch": 0, "best_val": None, "best_model": None,
+            "history": [], "in_epoch": None, "elapsed": 0.0,
+        }
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            shuffler.set_state(resume["rng"]["shuffler"])
+            torch.set_rng_state(resume["rng"]["torch"])
+            if torch.cuda.is_available() and resume["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+            s.update(resume["loop"])
+            for row in s["history"]:
+                self.on_epoch(row)
+
+        def checkpoint(in_epoch=None):
+            if self.checkpoint_path is None:
+                return
+            s["in_epoch"] = in_epoch
+            save_checkpoint(self.checkpoint_path, {
+                **self.checkpoint_extra,
+                "completed": False,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": {
+                    "shuffler": shuffler.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                },
+                "loop": dict(s),
+            })
+
+        progress = Progress(cfg.progress, cfg.epochs, steps_per_epoch, done_steps=s["step"])
+        started = time.perf_counter() - s["elapsed"]
+        stopped_early = False
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(s["epoch"] + 1, cfg.epochs + 1):
                 epoch_start = time.perf_counter()
                 model.train()
-                order = torch.randperm(n, generator=shuffler).to(device, non_blocking=True)
-                loss_sum = torch.zeros((), device=device)
-                for start in range(0, n, cfg.batch_size):
+                partial = s["in_epoch"]
+                if partial is not None:  # resume inside an epoch that a stop request cut short
+                    order, first, loss_sum = partial["order"].to(device), partial["next_start"], partial["loss_sum"].to(device)
+                else:
+                    order = torch.randperm(n, generator=shuffler).to(device, non_blocking=True)
+                    first, loss_sum = 0, torch.zeros((), device=device)
+                for start in range(first, n, cfg.batch_size):
                     idx = order[start:start + cfg.batch_size]
                     loss = task.loss(model, train.x[idx], train.y[idx])
                     optimizer.zero_grad(set_to_none=True)
@@ -92,8 +148,13 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                     loss_sum += loss.detach() * len(idx)
-                    step += 1
+                    s["step"] += 1
                     progress.step()
+                    if self.stop_requested:
+                        s["elapsed"] = time.perf_counter() - started
+                        checkpoint({"order": order.cpu(), "next_start": start + cfg.batch_size, "loss_sum": loss_sum.cpu()})
+                        raise StopRequested(self.stop_requested)
+                s["in_epoch"] = None
                 train_loss = loss_sum.item() / n
                 if not math.isfinite(train_loss):
                     raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
@@ -101,42 +162,46 @@ class Trainer:
                 val = task.evaluate(model, data.val, cfg.eval_batch_size)
                 row = {
                     "epoch": epoch,
-                    "step": step,
+                    "step": s["step"],
                     "train/loss": train_loss,
                     **{f"val/{k}": v for k, v in val.items()},
                     "lr": optimizer.param_groups[0]["lr"],
                     "time/epoch_s": time.perf_counter() - epoch_start,
                     "time/samples_per_s": n / train_seconds,
                 }
-                history.append(row)
+                s["history"].append(row)
                 self.on_epoch(row)
                 progress.epoch_end(epoch, f"loss {train_loss:.4f}  val/{key} {val[key]:.4f}  {row['time/samples_per_s']:,.0f} samples/s")
 
-                if best_val is None or better(val[key], best_val[key]):
-                    best_val, best_epoch, stale = val, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if s["best_val"] is None or better(val[key], s["best_val"][key]):
+                    s.update(best_val=val, best_epoch=epoch, stale=0)
+                    s["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
-                    stale += 1
+                    s["stale"] += 1
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(val[key])
                 elif scheduler is not None:
                     scheduler.step()
-                if cfg.patience is not None and stale >= cfg.patience:
+                s["epoch"] = epoch
+                s["elapsed"] = time.perf_counter() - started
+                if cfg.patience is not None and s["stale"] >= cfg.patience:
                     stopped_early = True
                     break
+                if cfg.checkpoint:
+                    checkpoint()
         finally:
             progress.close()
 
         # Report test at the best-validation epoch: restore those weights, then evaluate once.
-        model.load_state_dict(best_state)
+        model.load_state_dict(s["best_model"])
         test = task.evaluate(model, data.test, cfg.eval_batch_size)
         return FitResult(
-            best_epoch=best_epoch,
-            best_val=best_val,
+            best_epoch=s["best_epoch"],
+            best_val=s["best_val"],
             test=test,
-            final=history[-1],
-            epochs_completed=len(history),
+            final=s["history"][-1],
+            epochs_completed=len(s["history"]),
             stopped_early=stopped_early,
             train_seconds=time.perf_counter() - started,
-            history=history,
+            history=s["history"],
         )
