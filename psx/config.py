@@ -106,6 +106,26 @@ class CSVLoggerSchema:
     filename: str = MISSING
 
 
+class WandbMode(Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class WandbLoggerSchema:
+    project: str = MISSING
+    entity: Optional[str] = MISSING
+    mode: Optional[WandbMode] = MISSING
+    job_type: str = MISSING
+    tags: List[str] = MISSING
+
+
+@dataclass
+class TensorBoardLoggerSchema:
+    subdir: str = MISSING
+
+
 @dataclass
 class PathsSchema:
     data_dir: str = MISSING
@@ -113,7 +133,9 @@ class PathsSchema:
 
 MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema}
 DATASET_SCHEMAS: Dict[str, type] = {"digits": DigitsSchema}
-LOGGER_SCHEMAS: Dict[str, type] = {"csv": CSVLoggerSchema}
+LOGGER_SCHEMAS: Dict[str, type] = {
+    "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
+}
 TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
 
 

@@ -1,11 +1,25 @@
-"""Where metrics go. CSV always; other trackers plug in behind the same small interface."""
+"""Where metrics go. CSV always; W&B and TensorBoard when asked, behind one small interface:
+
+    log_epoch(row)      one row of epoch metrics (the same row that goes to metrics.csv)
+    finish(summary)     final metrics, parameter counts and status; called on every exit path
+
+A tracker that fails (no network, a broken install) prints one warning and turns itself off:
+it never fails or slows the training.
+"""
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("psx")
+
+SUMMARY_KEYS = ("status", "best_epoch", "epochs_completed", "params/unique", "params/unshared_equiv",
+                "wall_seconds", "train_seconds", "train_examples", "device")
 
 
 class CSVLogger:
@@ -16,7 +30,7 @@ class CSVLogger:
         self._file = None
         self._writer = None
 
-    def log(self, row: dict[str, Any]) -> None:
+    def log_epoch(self, row: dict[str, Any]) -> None:
         if self._writer is None:
             self._file = open(self.path, "w", newline="")
             self._writer = csv.DictWriter(self._file, fieldnames=list(row), extrasaction="ignore")
@@ -24,10 +38,170 @@ class CSVLogger:
         self._writer.writerow(row)
         self._file.flush()
 
-    def close(self) -> None:
+    def finish(self, summary: dict[str, Any]) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class _Tracker:
+    """Shared guard: the first error disables the tracker with one warning."""
+
+    name = "tracker"
+
+    def _guard(self, action, *args):
+        if self.broken:
+            return None
+        try:
+            return action(*args)
+        except Exception as e:  # noqa: BLE001 - a tracker must never take the training down
+            self.broken = True
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            print(f"psx: warning: {self.name} disabled for this run: {type(e).__name__}: {first_line}", file=sys.stderr)
+            return None
+
+
+_WANDB_OFFLINE_HINT_SHOWN = False
+
+
+class WandbLogger(_Tracker):
+    name = "W&B"
+
+    def __init__(self, cfg, run: dict[str, Any], run_dir: Path):
+        self.broken = False
+        self.run = None
+        self._guard(self._start, cfg, run, run_dir)
+
+    def _start(self, cfg, run, run_dir):
+        global _WANDB_OFFLINE_HINT_SHOWN
+        import wandb
+
+        mode = cfg.mode or ("online" if _wandb_logged_in() else "offline")
+        if mode == "offline" and not _WANDB_OFFLINE_HINT_SHOWN:
+            _WANDB_OFFLINE_HINT_SHOWN = True
+            print(f"psx: W&B runs offline (no API key or mode=offline); upload later with: wandb sync {run_dir.parent}/*/wandb/offline-run-*"
+                  if run.get("sweep_id") else
+                  f"psx: W&B runs offline (no API key or mode=offline); upload later with: wandb sync {run_dir}/wandb/offline-run-*",
+                  file=sys.stderr)
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=run.get("sweep_id"),
+            job_type=cfg.job_type,
+            name=run["name"],
+            tags=run["tags"] + list(cfg.tags),
+            config=run["config"],
+            dir=str(run_dir),
+            mode=mode,
+            id=run.get("wandb_id"),
+            resume="allow" if run.get("wandb_id") else None,
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        self.id = self.run.id
+        for metric, best in (("val/acc", "max"), ("val/loss", "min"), ("val/ppl", "min"), ("train/loss", "min")):
+            self.run.define_metric(metric, summary=best, step_metric="epoch")
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        if self.run is not None:
+            self._guard(self.run.log, dict(row))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        final = {key: summary[key] for key in SUMMARY_KEYS if summary.get(key) is not None}
+        final.update(summary.get("metrics") or {})
+        if summary.get("error"):
+            final["error"] = summary["error"]
+        self._guard(self.run.summary.update, final)
+        self._guard(self.run.finish, 0 if summary.get("status") == "completed" else 1)
+        self.run = None
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        hosts = netrc.netrc().hosts
+        return any("wandb" in host for host in hosts)
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class TensorBoardLogger(_Tracker):
+    name = "TensorBoard"
+
+    def __init__(self, cfg, run: dict[str, Any], run_dir: Path):
+        self.broken = False
+        self.writer = None
+        self.hparams = {k: v for k, v in run["config"].items() if isinstance(v, (int, float, str, bool))}
+        self._guard(self._start, run_dir / cfg.subdir)
+
+    def _start(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                self._guard(self.writer.add_scalar, key, value, row["epoch"])
+        self._guard(self.writer.flush)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        metrics = {f"hparam/{k}": v for k, v in (summary.get("metrics") or {}).items()}
+        metrics.update({f"hparam/{k}": summary[k] for k in ("params/unique", "params/unshared_equiv") if k in summary})
+        if metrics:  # one hparams entry per run, in the run's own folder, so runs compare side by side
+            self._guard(self.writer.add_hparams, self.hparams, metrics, None, ".")
+        self._guard(self.writer.close)
+        self.writer = None
+
+
+class Loggers:
+    """Fan-out to every configured logger."""
+
+    def __init__(self, loggers: list):
+        self.loggers = loggers
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_epoch(row)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.finish(summary)
+
+    def get(self, kind: type):
+        return next((logger for logger in self.loggers if isinstance(logger, kind)), None)
+
+
+def build_loggers(cfg, run: dict[str, Any], run_dir: Path) -> Loggers:
+    loggers: list = [CSVLogger(run_dir / cfg.csv.filename)]
+    if cfg.get("wandb") is not None:
+        loggers.append(WandbLogger(cfg.wandb, run, run_dir))
+    if cfg.get("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(cfg.tensorboard, run, run_dir))
+    return Loggers(loggers)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'name': 'x'}} -> {'model.name': 'x'}; lists become strings (tracker UIs group on scalars)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(list(value))
+        else:
+            flat[name] = value
+    return flat
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

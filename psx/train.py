@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import psx
@@ -22,7 +23,7 @@ from psx.config import validate
 from psx.data import build_data
 from psx.device import resolve_device
 from psx.errors import PsxError
-from psx.loggers import CSVLogger, write_json_atomic
+from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
 from psx.tasks import Classification
 from psx.trainer import StopRequested, Trainer
@@ -40,6 +41,14 @@ def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def sweep_id() -> str | None:
+    """Names the sweep a job belongs to (its folder), so trackers and reports can group its runs."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    return "-".join(Path(hydra.sweep.dir).resolve().parts[-2:])
+
+
 def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     hydra = HydraConfig.get()
     return {
@@ -53,6 +62,8 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seed": cfg.seed,
         "overrides": list(hydra.overrides.task),
         "job_num": hydra.job.get("num"),
+        "sweep_id": sweep_id(),
+        "experiment": hydra.runtime.choices.get("experiment"),
         "run_dir": str(run_dir),
         "psx_version": psx.__version__,
         "torch_version": torch.__version__,
@@ -87,7 +98,7 @@ def run(cfg: DictConfig) -> float | None:
 
     resume = None
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    csv_logger = None
+    loggers = None
     try:
         if cfg.trainer.resume is not None:
             resume, cfg = _resume_from(cfg, summary)
@@ -96,8 +107,10 @@ def run(cfg: DictConfig) -> float | None:
             summary["resumed_from"] = str(checkpoint_path)
             log.info("resuming %s from epoch %d", run_dir, resume["loop"]["epoch"])
         write_json_atomic(run_dir / "summary.json", summary)
-        csv_logger = CSVLogger(run_dir / cfg.logger.csv.filename)
         validate(cfg)
+        loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), run_dir)
+        if loggers.get(WandbLogger) is not None:
+            summary["wandb_id"] = getattr(loggers.get(WandbLogger), "id", None)
         device = resolve_device(cfg.device)
         summary["device"] = str(device)
         torch.manual_seed(cfg.seed)
@@ -111,7 +124,7 @@ def run(cfg: DictConfig) -> float | None:
         )
         task = Classification()
         config = OmegaConf.to_container(cfg, resolve=True)
-        trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=csv_logger.log,
+        trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
                           checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
         with _stop_on_signals(trainer):
             result = trainer.fit(model, data, task, resume=resume)
@@ -154,12 +167,30 @@ def run(cfg: DictConfig) -> float | None:
         else:
             _fail(summary, run_dir, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
     finally:
-        if csv_logger is not None:
-            csv_logger.close()
         summary["wall_seconds"] = time.perf_counter() - started
         summary["finished_at"] = _now()
+        if loggers is not None:
+            loggers.finish(summary)
         write_json_atomic(run_dir / "summary.json", summary)
     return None
+
+
+def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """What W&B / TensorBoard are told about a run: a readable name, tags and the flat config."""
+    config = flatten(OmegaConf.to_container(cfg, resolve=True))
+    # Short top-level keys so a tracker UI can group by "model" and "dataset" directly.
+    config.update(model=cfg.model.name, dataset=cfg.dataset.name, sweep_id=summary["sweep_id"],
+                  experiment=summary["experiment"])
+    shared = cfg.model.get("shared")
+    tags = [cfg.model.name, cfg.dataset.name, str(cfg.model.get("family"))]
+    tags.append("shared" if shared else "unshared")
+    return {
+        "name": ",".join(summary["overrides"]) or cfg.model.name,
+        "tags": tags,
+        "config": config,
+        "sweep_id": summary["sweep_id"],
+        "wandb_id": (previous or {}).get("wandb_id") if summary.get("resumed_from") else None,
+    }
 
 
 def _resume_from(cfg: DictConfig, summary: dict[str, Any]) -> tuple[dict[str, Any], DictConfig]:

@@ -23,7 +23,11 @@ def run_psx(args, cwd, timeout=300, extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
     if SHARED_DATA.is_dir():
         env.setdefault("PSX_DATA_DIR", str(SHARED_DATA))
-    env.update(extra_env or {})
+    for key, value in (extra_env or {}).items():  # None removes a variable
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return subprocess.run(
         [psx_executable(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
