@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -71,6 +72,10 @@ def train_command(args: list[str]) -> int:
     sys.argv = ["psx train", *args]
     try:
         hydra_train()
+    except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
+        if os.environ.get("PSX_DEBUG"):
+            raise
+        fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
     except KeyboardInterrupt as e:  # includes a stop requested by SIGTERM/SIGINT, after its checkpoint
         name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
         print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)

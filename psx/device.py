@@ -1,6 +1,8 @@
 """Turn the `device` config into a torch.device, failing early and clearly."""
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig
 
@@ -12,7 +14,17 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
-def resolve_device(cfg: DictConfig) -> torch.device:
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_device(cfg: DictConfig, job_num: int | None = None, parallel_jobs: int = 1) -> torch.device:
+    """`parallel_jobs` > 1 when a launcher runs that many jobs at once on this machine: each job
+    then gets cores/jobs torch threads (unless device.num_threads says otherwise), and on CUDA the
+    jobs are spread over the visible GPUs by job number."""
     kind = cfg.type
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
@@ -20,6 +32,11 @@ def resolve_device(cfg: DictConfig) -> torch.device:
         raise PsxError("device=cuda but CUDA is not available on this machine (use device=cpu or device=auto)")
     elif kind == "mps" and not _mps_available():
         raise PsxError("device=mps but Apple MPS is not available on this machine (use device=cpu or device=auto)")
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    threads = cfg.num_threads
+    if threads is None and parallel_jobs > 1:
+        threads = max(1, available_cpus() // parallel_jobs)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if kind == "cuda" and job_num is not None and torch.cuda.device_count() > 1:
+        return torch.device("cuda", job_num % torch.cuda.device_count())
     return torch.device(kind)

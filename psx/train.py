@@ -21,7 +21,7 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import resolve_device
+from psx.device import available_cpus, resolve_device
 from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
@@ -47,6 +47,19 @@ def sweep_id() -> str | None:
     if hydra.mode != RunMode.MULTIRUN:
         return None
     return "-".join(Path(hydra.sweep.dir).resolve().parts[-2:])
+
+
+def parallel_context() -> dict[str, Any]:
+    """How many jobs the launcher runs side by side on this machine (joblib), and this job's number."""
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return {}
+    launcher = hydra.launcher
+    jobs = 1
+    if "joblib" in str(launcher.get("_target_", "")).lower():
+        jobs = launcher.get("n_jobs") or 1
+        jobs = available_cpus() if jobs < 0 else jobs
+    return {"job_num": hydra.job.num, "parallel_jobs": jobs}
 
 
 def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -111,8 +124,9 @@ def run(cfg: DictConfig) -> float | None:
         loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), run_dir)
         if loggers.get(WandbLogger) is not None:
             summary["wandb_id"] = getattr(loggers.get(WandbLogger), "id", None)
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, **parallel_context())
         summary["device"] = str(device)
+        summary["torch_threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
         data = build_data(cfg.dataset).to(device)
         summary["train_examples"] = len(data.train)
