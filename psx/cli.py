@@ -19,6 +19,8 @@ psx: train and compare models that differ only in what they share.
 
 commands:
   train     train one run, or with -m a Hydra multirun sweep (see `psx train --help`)
+  inspect   build a model without training and list its parameter tensors and sharing
+            (takes the same overrides, e.g. `psx inspect model=cnn_unshared`)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
@@ -28,7 +30,7 @@ examples:
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "inspect")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "train":
         sys.exit(train_command(args))
+    if command == "inspect":
+        sys.exit(inspect_command(args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -87,19 +91,42 @@ def train_command(args: list[str]) -> int:
     return 0
 
 
-def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
-    """Compose and validate the config before Hydra starts any job, so a bad override or an
-    unavailable device ends with one clear line instead of a failed run (or a failed sweep).
-    In a sweep every listed value is checked once, each with the other overrides' first values."""
-    from hydra import compose, initialize_config_dir
+def inspect_command(args: list[str]) -> int:
+    from psx.errors import PsxError
+
+    if any(a in ("-h", "--help") for a in args):
+        print("usage: psx inspect [overrides]   e.g. psx inspect model=rnn_unshared dataset=digits")
+        return 0
+    try:
+        cfg = compose_checked([a for a in args if not a.startswith("-")])
+        from psx.data import build_data
+        from psx.inspect import print_inspection
+        from psx.models import build_model
+
+        spec = build_data(cfg.dataset).spec
+        model = build_model(cfg.model, spec)
+    except PsxError as e:
+        fail(str(e))
+    print_inspection(model, f"{cfg.model.name} on {spec.name} {spec.input_shape}")
+    return 0
+
+
+def compose_checked(overrides: list[str], config_name: str = "config"):
+    """The validated config for one set of overrides (no sweeps), as `psx train` would get it."""
+    from psx.errors import PsxError
+
+    parsed = _parse_overrides(overrides)
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps:
+        raise PsxError(f"'{sweeps[0]}' lists several values; give one")
+    return next(_composed(config_name, [overrides]))
+
+
+def _parse_overrides(overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    from psx.config import validate
-    from psx.device import resolve_device
     from psx.errors import PsxError
-    from psx.hydra_app import config_dir
 
     parser = OverridesParser.create()
     parsed = []
@@ -108,9 +135,39 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             parsed += parser.parse_overrides([line])
         except HydraException as e:
             raise PsxError(f"malformed override '{line}': {_one_line(e).split(' See https://')[0]}") from None
+    return parsed
+
+
+def _composed(config_name: str, variants: list[list[str]]):
+    """Compose and validate each list of overrides; yields the configs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from psx.config import validate
+    from psx.device import resolve_device
+    from psx.errors import PsxError
+    from psx.hydra_app import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+        for variant in variants:
+            try:
+                cfg = compose(config_name=config_name, overrides=variant)
+            except (HydraException, OmegaConfBaseException) as e:
+                raise PsxError(_composition_error(e)) from None
+            validate(cfg)
+            resolve_device(cfg.device)
+            yield cfg
+
+
+def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
+    """Compose and validate the config before Hydra starts any job, so a bad override or an
+    unavailable device ends with one clear line instead of a failed run (or a failed sweep).
+    In a sweep every listed value is checked once, each with the other overrides' first values."""
+    from psx.errors import PsxError
 
     base, sweeps = [], []
-    for override in parsed:
+    for override in _parse_overrides(overrides):
         if override.is_sweep_override() and not multirun:
             raise PsxError(f"'{override.input_line}' lists several values: add -m to run them as a sweep")
         if not override.is_sweep_override():
@@ -128,15 +185,8 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             variant = list(variants[0])
             variant[i] = value
             variants.append(variant)
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
-        for variant in variants:
-            try:
-                cfg = compose(config_name=config_name, overrides=base + variant)
-            except (HydraException, OmegaConfBaseException) as e:
-                raise PsxError(_composition_error(e)) from None
-            validate(cfg)
-            resolve_device(cfg.device)
+    for _ in _composed(config_name, [base + variant for variant in variants]):
+        pass
 
 
 def _composition_error(e: Exception) -> str:

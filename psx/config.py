@@ -90,6 +90,8 @@ class CNNSchema:
     pool: int = MISSING
     hidden: List[int] = MISSING
     dropout: float = MISSING
+    init_from: Optional[str] = MISSING
+    freeze: List[str] = MISSING
 
 
 @dataclass
@@ -99,6 +101,27 @@ class MLPSchema:
     shared: bool = MISSING
     hidden: List[int] = MISSING
     dropout: float = MISSING
+    init_from: Optional[str] = MISSING
+    freeze: List[str] = MISSING
+
+
+class Cell(Enum):
+    rnn = "rnn"
+    gru = "gru"
+    lstm = "lstm"
+
+
+@dataclass
+class RNNSchema:
+    name: str = MISSING
+    family: str = MISSING
+    shared: bool = MISSING
+    cell: Cell = MISSING
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    dropout: float = MISSING
+    init_from: Optional[str] = MISSING
+    freeze: List[str] = MISSING
 
 
 @dataclass
@@ -131,7 +154,7 @@ class PathsSchema:
     data_dir: str = MISSING
 
 
-MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema}
+MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema, "rnn": RNNSchema}
 DATASET_SCHEMAS: Dict[str, type] = {"digits": DigitsSchema}
 LOGGER_SCHEMAS: Dict[str, type] = {
     "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
@@ -201,7 +224,10 @@ def validate(cfg: DictConfig) -> None:
         if not model.channels:
             raise PsxError("model.channels must list at least one conv layer")
         _positive_list(model.channels, "model.channels")
-    _positive_list(model.hidden, "model.hidden")
+    if model.family == "rnn":
+        _positive(model, ["hidden_size", "num_layers"], "model")
+    else:
+        _positive_list(model.hidden, "model.hidden")
     if not 0.0 <= model.dropout < 1.0:
         raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
 

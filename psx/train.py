@@ -25,6 +25,7 @@ from psx.device import available_cpus, resolve_device
 from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
+from psx.models.transfer import freeze, load_matching_weights
 from psx.tasks import Classification
 from psx.trainer import StopRequested, Trainer
 
@@ -130,7 +131,12 @@ def run(cfg: DictConfig) -> float | None:
         torch.manual_seed(cfg.seed)
         data = build_data(cfg.dataset).to(device)
         summary["train_examples"] = len(data.train)
-        model = build_model(cfg.model, data.spec).to(device)
+        model = build_model(cfg.model, data.spec)
+        if cfg.model.init_from is not None:
+            summary["transfer"] = load_matching_weights(model, cfg.model.init_from)
+        if cfg.model.freeze:
+            summary["frozen"] = freeze(model, list(cfg.model.freeze))
+        model = model.to(device)
         summary.update(param_counts(model))
         log.info(
             "%s on %s (%d training examples), %s unique parameters, device %s",

@@ -82,7 +82,7 @@ class Trainer:
     def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
         cfg = self.cfg
         device = data.train.y.device
-        optimizer = make_optimizer(cfg, model.parameters())
+        optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         scheduler = make_scheduler(cfg, optimizer, task.mode)
         shuffler = torch.Generator().manual_seed(self.seed)  # on the CPU: same order on every device
         train = data.train
@@ -145,7 +145,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.grad_clip)
                     optimizer.step()
                     loss_sum += loss.detach() * len(idx)
                     s["step"] += 1

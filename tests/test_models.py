@@ -31,6 +31,7 @@ LC2 = 4 * 4 * CONV2  # 16 positions after the first pool
 
 def test_cnn_shared_counts_on_digits():
     counts = param_counts(build_model(model_cfg("cnn_shared"), DIGITS))
+    assert counts.pop("params/trainable") == counts["params/unique"]
     assert counts == {"params/unique": CONV1 + CONV2 + HEAD, "params/unshared_equiv": LC1 + LC2 + HEAD}
     assert counts["params/unique"] == 53_002
 
@@ -40,12 +41,14 @@ def test_cnn_unshared_counts_on_digits_equal_the_shared_models_unshared_equivale
     assert sum(isinstance(m, LocallyConnected2d) for m in model.modules()) == 2
     assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     counts = param_counts(model)
+    assert counts.pop("params/trainable") == counts["params/unique"]
     assert counts == {"params/unique": LC1 + LC2 + HEAD, "params/unshared_equiv": LC1 + LC2 + HEAD}
     assert counts["params/unique"] == 350_602
 
 
 def test_mlp_counts_on_digits():
     counts = param_counts(build_model(model_cfg("mlp"), DIGITS))
+    counts.pop("params/trainable")
     expected = (64 * 256 + 256) + (256 * 128 + 128) + (128 * 10 + 10)
     assert counts == {"params/unique": expected, "params/unshared_equiv": expected}
 

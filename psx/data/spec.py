@@ -11,6 +11,7 @@ class DataSpec:
     name: str
     input_shape: tuple[int, ...]  # one example, e.g. (channels, height, width)
     num_classes: int
+    kind: str = "images"  # what the examples are; models check it before they are built
 
 
 @dataclass

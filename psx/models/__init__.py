@@ -8,8 +8,9 @@ from psx.data.spec import DataSpec
 from psx.errors import PsxError
 from psx.models.cnn import CNN
 from psx.models.mlp import MLP
+from psx.models.rnn import RecurrentClassifier
 
-FAMILIES = {"cnn": CNN, "mlp": MLP}
+FAMILIES = {"cnn": CNN, "mlp": MLP, "rnn": RecurrentClassifier}
 
 
 def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
@@ -19,12 +20,18 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
 
 
 def param_counts(model: nn.Module) -> dict[str, int]:
-    """`params/unique` counts each tensor once however often it is reused (model.parameters()
+    """`params/unique` counts each tensor once however often it is reused (named_parameters()
     already deduplicates shared Parameters); `params/unshared_equiv` is what the same topology
-    would have with no sharing."""
-    unique = sum(p.numel() for p in model.parameters())
-    equivalent = getattr(model, "unshared_equivalent_params", None)
+    would have with no sharing: each tensor times the number of places that use it, as the
+    model's `parameter_reuse()` states (a conv filter bank: its output positions; a recurrent
+    cell: its time steps; a tied embedding: 2)."""
+    reuse = model.parameter_reuse() if hasattr(model, "parameter_reuse") else {}
+    named = list(model.named_parameters())
+    unknown = set(reuse) - {name for name, _ in named}
+    if unknown:  # a typo here would silently under-count
+        raise ValueError(f"parameter_reuse names unknown parameters: {sorted(unknown)}")
     return {
-        "params/unique": unique,
-        "params/unshared_equiv": equivalent(unique) if equivalent else unique,
+        "params/unique": sum(p.numel() for _, p in named),
+        "params/unshared_equiv": sum(p.numel() * reuse.get(name, 1) for name, p in named),
+        "params/trainable": sum(p.numel() for _, p in named if p.requires_grad),
     }

@@ -13,14 +13,14 @@ from psx.models.mlp import mlp_head
 class CNN(nn.Module):
     def __init__(self, cfg: DictConfig, spec: DataSpec):
         super().__init__()
-        if len(spec.input_shape) != 3:
-            raise PsxError(f"model {cfg.name} needs images (channels, height, width); {spec.name} gives {spec.input_shape}")
+        if spec.kind != "images" or len(spec.input_shape) != 3:
+            raise PsxError(f"model {cfg.name} needs images (channels, height, width); {spec.name} holds {spec.kind}")
         channels, height, width = spec.input_shape
         k, stride = cfg.kernel_size, cfg.stride
         padding = k // 2 if cfg.padding is None else cfg.padding
         layers: list[nn.Module] = []
-        # What sharing saves: per conv, the parameters its locally connected twin would have minus its own.
-        self.sharing_savings = 0
+        # A conv's filter bank is applied at every output position: reuse count = positions.
+        self.reuse: dict[str, int] = {}
         for index, out_channels in enumerate(cfg.channels):
             out_h, out_w = (conv_output_size(s, k, stride, padding) for s in (height, width))
             if min(out_h, out_w) < 1:
@@ -28,11 +28,9 @@ class CNN(nn.Module):
                     f"model {cfg.name}: conv layer {index + 1} (kernel {k}, padding {padding}) does not fit "
                     f"its {height}x{width} input from {spec.name}; use fewer or smaller layers"
                 )
-            conv_params = out_channels * (channels * k * k + 1)
-            lc_params = out_h * out_w * conv_params
             if cfg.shared:
+                self.reuse.update({f"features.{len(layers)}.weight": out_h * out_w, f"features.{len(layers)}.bias": out_h * out_w})
                 layers.append(nn.Conv2d(channels, out_channels, k, stride=stride, padding=padding))
-                self.sharing_savings += lc_params - conv_params
             else:
                 layers.append(LocallyConnected2d(channels, out_channels, (height, width), k, stride, padding))
             layers.append(nn.ReLU())
@@ -51,5 +49,5 @@ class CNN(nn.Module):
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
 
-    def unshared_equivalent_params(self, unique: int) -> int:
-        return unique + self.sharing_savings
+    def parameter_reuse(self) -> dict[str, int]:
+        return self.reuse

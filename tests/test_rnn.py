@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from psx.data.spec import DataSpec
+from psx.errors import PsxError
+from psx.models import build_model, param_counts
+from test_models import DIGITS, model_cfg
+
+MNIST_LIKE = DataSpec(name="mnist", input_shape=(1, 28, 28), num_classes=10)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unshared_with_every_steps_cell_set_to_the_shared_weights_equals_shared(cell, layers):
+    torch.manual_seed(0)
+    shared = build_model(model_cfg("rnn_shared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
+    unshared = build_model(model_cfg("rnn_unshared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
+    for index, layer in enumerate(unshared.layers):
+        layer.copy_from_fused(shared.rnn, index)
+    unshared.head.load_state_dict(shared.head.state_dict())
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(unshared(x), shared(x), rtol=1e-10, atol=1e-10)
+    # Gradients of the per-step copies sum to the shared cell's gradient.
+    shared(x).sum().backward()
+    unshared(x).sum().backward()
+    torch.testing.assert_close(unshared.layers[0].weight_hh.grad.sum(0), shared.rnn.weight_hh_l0.grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("cell,gates", [("rnn", 1), ("gru", 3), ("lstm", 4)])
+def test_parameter_counts_are_steps_times_the_shared_cell(cell, gates):
+    hidden, steps, inputs = 32, 28, 28
+    per_cell = gates * hidden * (inputs + hidden + 2)
+    head = hidden * 10 + 10
+    shared = param_counts(build_model(model_cfg("rnn_shared", cell=cell, hidden_size=hidden), MNIST_LIKE))
+    unshared = param_counts(build_model(model_cfg("rnn_unshared", cell=cell, hidden_size=hidden), MNIST_LIKE))
+    assert shared["params/unique"] == per_cell + head
+    assert shared["params/unshared_equiv"] == steps * per_cell + head == unshared["params/unique"]
+    assert unshared["params/unshared_equiv"] == unshared["params/unique"]
+
+
+def test_rnn_on_token_data_is_a_clear_error():
+    tokens = DataSpec(name="ptb", input_shape=(35,), num_classes=10000, kind="tokens")
+    with pytest.raises(PsxError, match="row by row"):
+        build_model(model_cfg("rnn_shared"), tokens)
