@@ -145,7 +145,7 @@ def _composed(config_name: str, variants: list[list[str]]):
     from omegaconf.errors import OmegaConfBaseException
 
     from psx.config import validate
-    from psx.device import resolve_device
+    from psx.device import check_precision, resolve_device
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
 
@@ -156,7 +156,7 @@ def _composed(config_name: str, variants: list[list[str]]):
             except (HydraException, OmegaConfBaseException) as e:
                 raise PsxError(_composition_error(e)) from None
             validate(cfg)
-            resolve_device(cfg.device)
+            check_precision(cfg.trainer.precision, resolve_device(cfg.device))
             yield cfg
 
 

@@ -36,6 +36,18 @@ class Progress(Enum):
     none = "none"
 
 
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class DataPlacement(Enum):
+    auto = "auto"
+    device = "device"
+    host = "host"
+
+
 class DeviceType(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -58,6 +70,9 @@ class TrainerSchema:
     grad_clip: Optional[float] = MISSING
     patience: Optional[int] = MISSING
     progress: Progress = MISSING
+    precision: Precision = MISSING
+    compile: bool = MISSING
+    deterministic: bool = MISSING
     checkpoint: bool = MISSING
     resume: Optional[str] = MISSING
 
@@ -66,6 +81,7 @@ class TrainerSchema:
 class DeviceSchema:
     type: DeviceType = MISSING
     num_threads: Optional[int] = MISSING
+    data: DataPlacement = MISSING
 
 
 @dataclass

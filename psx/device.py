@@ -40,3 +40,31 @@ def resolve_device(cfg: DictConfig, job_num: int | None = None, parallel_jobs: i
     if kind == "cuda" and job_num is not None and torch.cuda.device_count() > 1:
         return torch.device("cuda", job_num % torch.cuda.device_count())
     return torch.device(kind)
+
+
+def place_data(data, device: torch.device, placement: str):
+    """Data tensors on the device when they fit (auto: under half the free GPU memory), else on
+    the host, from where each batch is copied through pinned memory."""
+    if device.type == "cpu" or placement == "host":
+        return data
+    if placement == "auto" and device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        if data.nbytes() > free // 2:
+            return data
+    return data.to(device)
+
+
+def configure_backends(deterministic: bool) -> None:
+    """Deterministic algorithms when asked (reproducible on GPU, slower); otherwise let cuDNN
+    autotune its convolution algorithms. CPU runs are bit-reproducible either way."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise PsxError("trainer.precision=fp16 needs CUDA; use trainer.precision=bf16 on this device")

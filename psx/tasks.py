@@ -21,12 +21,14 @@ class Classification:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
         model.eval()
-        loss_sum = torch.zeros((), device=split.y.device)
-        correct = torch.zeros((), device=split.y.device, dtype=torch.long)
+        device = next(model.parameters()).device
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, len(split), batch_size):
-            x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+            x = split.x[start:start + batch_size].to(device, non_blocking=True)
+            y = split.y[start:start + batch_size].to(device, non_blocking=True)
             logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         n = len(split)
         return {"loss": loss_sum.item() / n, "acc": correct.item() / n}

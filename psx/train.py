@@ -21,7 +21,7 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, resolve_device
+from psx.device import available_cpus, configure_backends, place_data, resolve_device
 from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
@@ -129,7 +129,8 @@ def run(cfg: DictConfig) -> float | None:
         summary["device"] = str(device)
         summary["torch_threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
-        data = build_data(cfg.dataset).to(device)
+        configure_backends(cfg.trainer.deterministic)
+        data = place_data(build_data(cfg.dataset), device, cfg.device.data)
         summary["train_examples"] = len(data.train)
         model = build_model(cfg.model, data.spec)
         if cfg.model.init_from is not None:

@@ -8,6 +8,7 @@ resumed CPU run ends with exactly the metrics of an unbroken one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from psx.checkpoint import save_checkpoint
+from psx.device import check_precision
 from psx.data.spec import Data
 from psx.errors import PsxError
 from psx.progress import Progress
@@ -63,6 +65,24 @@ def make_scheduler(cfg: DictConfig, optimizer, mode: str):
     raise PsxError(f"unknown trainer.scheduler {cfg.scheduler!r} (none, cosine, step, plateau)")
 
 
+def precision_context(precision: str, device: torch.device):
+    """Mixed precision by autocast: bf16 on CPU or CUDA, fp16 on CUDA (with a gradient scaler)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    check_precision(precision, device)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch gathered on the host goes to the model's device through pinned memory, asynchronously."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 class Trainer:
     def __init__(
         self,
@@ -81,7 +101,12 @@ class Trainer:
 
     def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
         cfg = self.cfg
-        device = data.train.y.device
+        device = data.train.y.device  # where the data lives: the model's device, or the host if it did not fit
+        model_device = next(model.parameters()).device
+        # Compiled forward for speed; state dicts always from the plain module (no "_orig_mod." keys).
+        forward = torch.compile(model) if cfg.compile else model
+        autocast = precision_context(cfg.precision, model_device)
+        scaler = torch.amp.GradScaler(model_device.type, enabled=cfg.precision == "fp16")
         optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         scheduler = make_scheduler(cfg, optimizer, task.mode)
         shuffler = torch.Generator().manual_seed(self.seed)  # on the CPU: same order on every device
@@ -135,18 +160,22 @@ class Trainer:
                 model.train()
                 partial = s["in_epoch"]
                 if partial is not None:  # resume inside an epoch that a stop request cut short
-                    order, first, loss_sum = partial["order"].to(device), partial["next_start"], partial["loss_sum"].to(device)
+                    order, first, loss_sum = partial["order"].to(device), partial["next_start"], partial["loss_sum"].to(model_device)
                 else:
                     order = torch.randperm(n, generator=shuffler).to(device, non_blocking=True)
                     first, loss_sum = 0, torch.zeros((), device=device)
                 for start in range(first, n, cfg.batch_size):
                     idx = order[start:start + cfg.batch_size]
-                    loss = task.loss(model, train.x[idx], train.y[idx])
+                    x, y = to_device(train.x[idx], model_device), to_device(train.y[idx], model_device)
+                    with autocast:
+                        loss = task.loss(forward, x, y)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
                     if cfg.grad_clip is not None:
+                        scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.grad_clip)
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                     loss_sum += loss.detach() * len(idx)
                     s["step"] += 1
                     progress.step()
@@ -159,7 +188,8 @@ class Trainer:
                 if not math.isfinite(train_loss):
                     raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
                 train_seconds = time.perf_counter() - epoch_start
-                val = task.evaluate(model, data.val, cfg.eval_batch_size)
+                with autocast:
+                    val = task.evaluate(forward, data.val, cfg.eval_batch_size)
                 row = {
                     "epoch": epoch,
                     "step": s["step"],
@@ -194,7 +224,8 @@ class Trainer:
 
         # Report test at the best-validation epoch: restore those weights, then evaluate once.
         model.load_state_dict(s["best_model"])
-        test = task.evaluate(model, data.test, cfg.eval_batch_size)
+        with autocast:
+            test = task.evaluate(forward, data.test, cfg.eval_batch_size)
         return FitResult(
             best_epoch=s["best_epoch"],
             best_val=s["best_val"],

@@ -42,6 +42,7 @@ def test_python_dash_m_psx_works(tmp_path):
         (["train", "trainer.lr=abc"], "trainer.lr"),
         (["train", "dataset.train_size=-5"], "dataset.train_size"),
         (["train", "device=cuda"], "CUDA is not available"),
+        (["train", "trainer.precision=fp16"], "fp16 needs CUDA"),
         (["train", "model=[oops"], "malformed override"),
         (["train", "trainer.lrr=0.1"], "unknown config key 'trainer.lrr'"),
         (["train", "model=cnn_shared,cnn_unshared"], "add -m"),
@@ -136,3 +137,10 @@ def test_default_run_reaches_95_percent_on_digits(psx):
     (summary,) = summaries(psx.cwd / "outputs")
     assert summary["epochs_completed"] == 20
     assert summary["metrics"]["test/acc"] >= 0.95
+
+
+def test_bf16_autocast_trains_on_cpu(psx):
+    result = psx("train", "trainer.precision=bf16", "trainer.epochs=2", "model=cnn_unshared", "dataset.train_size=200")
+    assert result.returncode == 0, result.stderr
+    (summary,) = summaries(psx.cwd / "outputs")
+    assert summary["status"] == "completed" and summary["metrics"]["val/acc"] > 0.2

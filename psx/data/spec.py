@@ -35,3 +35,6 @@ class Data:
 
     def to(self, device: torch.device) -> "Data":
         return Data(self.spec, self.train.to(device), self.val.to(device), self.test.to(device))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for s in (self.train, self.val, self.test) for t in (s.x, s.y))
