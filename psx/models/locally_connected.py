@@ -36,9 +36,15 @@ class _LocallyConnectedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, kernel_size, stride, padding, out_h, out_w):
         batch = x.shape[0]
+        # Under autocast compute in its dtype (bf16/fp16), as a conv would; backward casts back.
+        device_type = x.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        ctx.dtypes = (x.dtype, weight.dtype)
+        x, weight = x.to(dtype), weight.to(dtype)
         x_chwb = F.pad(x, (padding,) * 4).permute(1, 2, 3, 0).contiguous()
         patches = _patches(x_chwb, kernel_size, stride, out_h, out_w)  # (L, K, B)
-        out = torch.bmm(weight, patches)  # (L, O, B)
+        with torch.autocast(device_type, enabled=False):
+            out = torch.bmm(weight, patches)  # (L, O, B)
         ctx.save_for_backward(patches, weight)
         ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
         return out.view(out_h, out_w, -1, batch).permute(3, 2, 0, 1)  # (B, O, out_h, out_w) view
@@ -48,8 +54,11 @@ class _LocallyConnectedFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         patches, weight = ctx.saved_tensors
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
-        grad = grad_out.permute(2, 3, 1, 0).reshape(out_h * out_w, -1, batch)  # (L, O, B)
-        grad_weight = torch.bmm(grad, patches.transpose(1, 2)) if ctx.needs_input_grad[1] else None
+        x_dtype, weight_dtype = ctx.dtypes
+        grad = grad_out.to(patches.dtype).permute(2, 3, 1, 0).reshape(out_h * out_w, -1, batch)  # (L, O, B)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad, patches.transpose(1, 2)).to(weight_dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             # A contiguous transposed copy of the weight: CPU bmm is ~3x slower on transposed slices here.
@@ -60,7 +69,7 @@ class _LocallyConnectedFunction(torch.autograd.Function):
             for i in range(k):  # scatter each kernel offset back onto the (overlapping) input pixels
                 for j in range(k):
                     grad_chwb[:, i:i + rows:stride, j:j + cols:stride] += grad_patches[:, :, :, i, j].permute(2, 0, 1, 3)
-            grad_x = grad_chwb[:, padding:padding + height, padding:padding + width].permute(3, 0, 1, 2).contiguous()
+            grad_x = grad_chwb[:, padding:padding + height, padding:padding + width].permute(3, 0, 1, 2).to(x_dtype).contiguous()
         return grad_x, grad_weight, None, None, None, None, None
 
 
