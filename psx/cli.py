@@ -8,8 +8,11 @@ import os
 import re
 import signal
 import sys
+import time
 
-from psx import __version__
+STARTED = time.perf_counter()  # start-up timings in summary.json are measured from here
+
+from psx import __version__  # noqa: E402
 
 USAGE = "usage: psx [--help] [--version] <command> [args]"
 
@@ -71,7 +74,6 @@ def train_command(args: list[str]) -> int:
             fail(str(e))
 
     from psx.hydra_app import hydra_train
-    from psx.train import FAILED_RUNS
 
     sys.argv = ["psx train", *args]
     try:
@@ -84,9 +86,11 @@ def train_command(args: list[str]) -> int:
         name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
         print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
         return 128 + signal.Signals[name].value
-    if FAILED_RUNS:
-        if len(FAILED_RUNS) > 1:
-            print(f"psx: {len(FAILED_RUNS)} runs failed; see status and error in their summary.json", file=sys.stderr)
+    train = sys.modules.get("psx.train")  # imported (with torch) only if a job ran in this process
+    failed = train.FAILED_RUNS if train is not None else []
+    if failed:
+        if len(failed) > 1:
+            print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
     return 0
 

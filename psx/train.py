@@ -130,7 +130,9 @@ def run(cfg: DictConfig) -> float | None:
         summary["torch_threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
         configure_backends(cfg.trainer.deterministic)
+        marks = {"job": time.perf_counter()}
         data = place_data(build_data(cfg.dataset), device, cfg.device.data)
+        marks["data"] = time.perf_counter()
         summary["train_examples"] = len(data.train)
         model = build_model(cfg.model, data.spec)
         if cfg.model.init_from is not None:
@@ -138,6 +140,7 @@ def run(cfg: DictConfig) -> float | None:
         if cfg.model.freeze:
             summary["frozen"] = freeze(model, list(cfg.model.freeze))
         model = model.to(device)
+        marks["model"] = time.perf_counter()
         summary.update(param_counts(model))
         log.info(
             "%s on %s (%d training examples), %s unique parameters, device %s",
@@ -149,6 +152,7 @@ def run(cfg: DictConfig) -> float | None:
                           checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
         with _stop_on_signals(trainer):
             result = trainer.fit(model, data, task, resume=resume)
+        summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at)
         # The finished run keeps only what transfer and inspection need: the selected weights.
         save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
         key = f"val/{task.selection_metric}"
@@ -194,6 +198,21 @@ def run(cfg: DictConfig) -> float | None:
             loggers.finish(summary)
         write_json_atomic(run_dir / "summary.json", summary)
     return None
+
+
+def startup_breakdown(marks: dict[str, float], first_step_done_at: float | None) -> dict[str, float]:
+    """Seconds from the `psx` process start (the CLI's import) to the end of the first training step."""
+    cli = sys.modules.get("psx.cli")
+    started = getattr(cli, "STARTED", marks["job"])  # launchers that start jobs elsewhere: from the job
+    breakdown = {
+        "imports_and_compose": marks["job"] - started,
+        "data": marks["data"] - marks["job"],
+        "model": marks["model"] - marks["data"],
+    }
+    if first_step_done_at is not None:
+        breakdown["first_step"] = first_step_done_at - marks["model"]
+        breakdown["total"] = first_step_done_at - started
+    return breakdown
 
 
 def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:

@@ -98,6 +98,7 @@ class Trainer:
         self.checkpoint_path = checkpoint_path
         self.checkpoint_extra = checkpoint_extra or {}
         self.stop_requested = False  # set from a signal handler; checked after every step
+        self.first_step_done_at: float | None = None  # perf_counter() after the first optimizer step
 
     def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
         cfg = self.cfg
@@ -179,6 +180,8 @@ class Trainer:
                     loss_sum += loss.detach() * len(idx)
                     s["step"] += 1
                     progress.step()
+                    if self.first_step_done_at is None:
+                        self.first_step_done_at = time.perf_counter()
                     if self.stop_requested:
                         s["elapsed"] = time.perf_counter() - started
                         checkpoint({"order": order.cpu(), "next_start": start + cfg.batch_size, "loss_sum": loss_sum.cpu()})
