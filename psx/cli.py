@@ -17,16 +17,18 @@ psx: train and compare models that differ only in what they share.
 
 commands:
   train     train one run, or with -m a Hydra multirun sweep (see `psx train --help`)
+  report    compare runs: tables (mean ± std over seeds), plots, report.html (see `psx report --help`)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
   psx train model=cnn_unshared                       # the same CNN without weight sharing
   psx train -m model=cnn_shared,cnn_unshared dataset.train_size=50,200,null seed=0,1
+  psx report                                         # the latest sweep: table, plots, report.html
 
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "report")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "train":
         sys.exit(train_command(args))
+    if command == "report":
+        sys.exit(report_command(args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -78,6 +82,16 @@ def train_command(args: list[str]) -> int:
             print(f"psx: {len(FAILED_RUNS)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
     return 0
+
+
+def report_command(args: list[str]) -> int:
+    from psx.errors import PsxError
+    from psx.report.command import main as report_main  # pandas and matplotlib load only here
+
+    try:
+        return report_main(args)
+    except PsxError as e:
+        fail(str(e))
 
 
 def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:

@@ -37,10 +37,12 @@ def size_label(train_size: Any, train_examples: Any) -> str:
     """train_size null means the whole training split; say how big that was."""
     if is_missing(train_size):
         return f"all ({count(train_examples)})" if not is_missing(train_examples) else "all"
-    return str(train_size)
+    return str(int(train_size)) if isinstance(train_size, float) and train_size.is_integer() else str(train_size)
 
 
 def key_text(key: str, value: Any, row: dict[str, Any]) -> str:
+    if isinstance(value, float) and value.is_integer():  # pandas stores an int column with a None as floats
+        value = int(value)
     if key in ("train_size", "dataset.train_size"):
         return size_label(value, row.get("train_examples"))
     return "–" if is_missing(value) else str(value)
