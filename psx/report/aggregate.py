@@ -67,6 +67,12 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def as_objects(series: pd.Series) -> pd.Series:
+    """A key column as Python values: None for missing (None == None matches, unlike NaN) and 50
+    rather than the 50.0 pandas makes of an int column holding a None."""
+    return pd.Series([_normalise(v) for v in series], index=series.index, dtype=object)
+
+
 def sort_key(value: Any) -> tuple:
     """None (e.g. train_size = the full set) last; numbers by value, before strings."""
     if value is None:
@@ -111,7 +117,11 @@ def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
         row["shared"] = _only(group["shared"])
         rows.append(row)
     rows.sort(key=lambda r: tuple(sort_key(r[k]) for k in by))
-    return pd.DataFrame.from_records(rows)
+    table = pd.DataFrame.from_records(rows)
+    for key in [*by, "family", "shared"]:
+        if key in table:
+            table[key] = as_objects(table[key])
+    return table
 
 
 def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> list[str]:

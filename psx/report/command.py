@@ -102,8 +102,8 @@ def _common_prefix(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
 def config_split(runset: RunSet) -> tuple[str, list[list[str]]]:
     """(keys with one value across all runs, as 'key: value' lines; [key, values] for the others)."""
     common, varying = [], []
-    for key in runset.config_keys:
-        values = runset.runs[key].map(lambda v: "null" if tables.is_missing(v) else str(v)).unique()
+    for key in sorted({"seed", *runset.config_keys} & set(runset.runs.columns)):
+        values = runset.runs[key].map(lambda v: tables.key_text(key, v, {}) if not tables.is_missing(v) else "null").unique()
         if len(values) == 1:
             common.append(f"{key}: {values[0]}")
         else:
@@ -144,7 +144,8 @@ def build(runset: RunSet, by: list[str], metric: str, out: Path, source: str) ->
         from psx.report.plots import Plotter  # matplotlib only when there is something to plot
 
         figures = Plotter(runs, runset.curves, by, metric, out).all()
-    title = f"psx report: {metric} by {', '.join(by)}"
+    better = "lower" if agg_mod.lower_is_better(metric) else "higher"
+    title = f"psx report: {metric} ({better} is better) by {', '.join(by)}"
     (out / "aggregate.md").write_text(_markdown(title, summary_line, agg_text, gap_text, failed, notes, figures))
     config_common, config_varying = config_split(runset)
     from psx.report.html import render
@@ -185,7 +186,8 @@ def print_report(report: dict, runset: RunSet, by: list[str], metric: str, out: 
         console.print(table)
 
     console.print(Text(report["summary_line"]), soft_wrap=True)
-    show(*report["aggregate"], title=f"{metric} by {', '.join(by)}", caption=tables.STD_NOTE)
+    better = "lower" if agg_mod.lower_is_better(metric) else "higher"
+    show(*report["aggregate"], title=f"{metric} ({better} is better) by {', '.join(by)}", caption=tables.STD_NOTE)
     if report["gap"][0]:
         show(*report["gap"], title="shared − unshared")
     for note in report["notes"]:

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from psx.report.aggregate import MODEL_KEYS, aggregate, gaps, lower_is_better, sort_key  # noqa: E402
+from psx.report.aggregate import MODEL_KEYS, aggregate, as_objects, gaps, lower_is_better, sort_key  # noqa: E402
 from psx.report.tables import is_missing, size_label  # noqa: E402
 
 SIZE_KEYS = ("train_size", "dataset.train_size")
@@ -73,17 +73,6 @@ def _size_ticks(ax, frame: pd.DataFrame, size_key: str) -> None:
     ax.minorticks_off()
 
 
-def _objects(series: pd.Series) -> pd.Series:
-    """Key columns as Python values: None for missing (so None == None matches, unlike NaN) and
-    50 instead of the 50.0 pandas makes of an int column that holds a None."""
-    def clean(v):
-        if is_missing(v):
-            return None
-        return int(v) if isinstance(v, (float, np.floating)) and float(v).is_integer() else v
-
-    return pd.Series([clean(v) for v in series], index=series.index, dtype=object)
-
-
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -103,7 +92,7 @@ class Plotter:
         self.agg = aggregate(runs, self.by, metric)
         self.agg = self.agg[self.agg["n"] > 0].copy()
         for key in self.by:
-            self.agg[key] = _objects(self.agg[key])
+            self.agg[key] = as_objects(self.agg[key])
         self.split = "test" if f"test/{metric} mean" in self.agg else "val"
         self.sense = "lower is better" if lower_is_better(metric) else "higher is better"
 
@@ -189,7 +178,7 @@ class Plotter:
         if frame.empty:
             return None
         for key in dict.fromkeys([*self.by, "shared"]):
-            frame[key] = _objects(frame[key])
+            frame[key] = as_objects(frame[key])
         panels = sorted({(r[self.dataset_key], r[self.size_key]) for r in frame.to_dict("records")},
                         key=lambda p: (sort_key(p[0]), sort_key(p[1])))
         fig, axes = _panels(len(panels), width=4.6, height=3.6, ncols=min(4, len(panels)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +82,18 @@ def build_runset(records: list[dict[str, Any]], curves: list[pd.DataFrame], swee
         raise PsxError("no runs found")
     config_keys = sorted({k for r in records for k in r} - set(LEADING_COLUMNS) - _metric_keys(records))
     metrics = sorted(_metric_keys(records))
+    records = sorted(records, key=lambda r: (r["source"], _natural(r["path"])))  # job 2 before job 10
     runs = pd.DataFrame.from_records(records)
     runs = runs.reindex(columns=[*LEADING_COLUMNS, *metrics, *config_keys])
-    runs = runs.sort_values(["source", "path"], kind="stable").reset_index(drop=True)
+    for column in [*LEADING_COLUMNS, *config_keys]:  # 200, not the 200.0 pandas makes when a run lacks it
+        if runs[column].dtype.kind == "f" and runs[column].dropna().map(float.is_integer).all():
+            runs[column] = pd.Series([None if pd.isna(v) else int(v) for v in runs[column]], dtype=object)
     table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
     return RunSet(runs=runs, curves=table, config_keys=config_keys, sweeps=sweeps)
+
+
+def _natural(text: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
 
 
 def _metric_keys(records: list[dict[str, Any]]) -> set[str]:

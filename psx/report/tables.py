@@ -49,9 +49,8 @@ def key_text(key: str, value: Any, row: dict[str, Any]) -> str:
 
 
 def aggregate_table(agg: pd.DataFrame, by: list[str], metric: str) -> tuple[list[str], list[list[str]]]:
-    better = "lower" if lower_is_better(metric) else "higher"
     headers = [HEADER_NAMES.get(k, k) for k in by] + [
-        "n", f"val {metric} ({better} is better)", f"test {metric}", "unique params", "unshared-equiv params", "mean wall time (s)",
+        "n", f"val {metric}", f"test {metric}", "unique params", "unshared-equiv params", "mean wall time (s)",
     ]
     show_incomplete = bool(len(agg)) and agg["not_completed"].sum() > 0
     if show_incomplete:
