@@ -139,3 +139,14 @@ def test_no_runs_is_one_line(psx):
     result = psx("report")
     assert result.returncode == 2 and result.stderr.startswith("psx: error: no runs found under"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_help_and_no_heavy_imports_for_psx_help(psx):
+    result = psx("report", "--help")
+    assert result.returncode == 0 and "--by" in result.stdout and "--wandb" in result.stdout
+    import subprocess
+    import sys
+
+    probe = "import sys, psx.cli; psx.cli.main(['--help']); print(sorted({'pandas', 'matplotlib', 'torch'} & set(sys.modules)))"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "report" in shown.stdout and shown.stdout.strip().endswith("[]"), shown.stdout + shown.stderr
