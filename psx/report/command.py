@@ -129,7 +129,7 @@ def build(runset: RunSet, by: list[str], metric: str, out: Path, source: str) ->
         notes.append(f"note: runs in one row differ in {', '.join(mixed)}; add them to --by to separate them")
     failed = tables.failed_rows(runs)
     counts = runs["status"].value_counts()
-    summary_line = (f"{len(runs)} runs from {source}: "
+    summary_line = (f"{len(runs)} run{'s' if len(runs) != 1 else ''} from {source}: "
                     + ", ".join(f"{int(n)} {status}" for status, n in counts.items()))
     agg_text = tables.aggregate_table(aggregate, by, metric)
     gap_text = tables.gap_table(gaps, metric)
