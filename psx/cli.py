@@ -24,16 +24,18 @@ commands:
   train     train one run, or with -m a Hydra multirun sweep (see `psx train --help`)
   inspect   build a model without training and list its parameter tensors and sharing
             (takes the same overrides, e.g. `psx inspect model=cnn_unshared`)
+  report    compare runs: tables (mean ± std over seeds), plots, report.html (see `psx report --help`)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
   psx train model=cnn_unshared                       # the same CNN without weight sharing
   psx train -m model=cnn_shared,cnn_unshared dataset.train_size=50,200,null seed=0,1
+  psx report                                         # the latest sweep: table, plots, report.html
 
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train", "inspect")
+COMMANDS = ("train", "inspect", "report")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(train_command(args))
     if command == "inspect":
         sys.exit(inspect_command(args))
+    if command == "report":
+        sys.exit(report_command(args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -124,6 +128,16 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
     if sweeps:
         raise PsxError(f"'{sweeps[0]}' lists several values; give one")
     return next(_composed(config_name, [overrides]))
+
+
+def report_command(args: list[str]) -> int:
+    from psx.errors import PsxError
+    from psx.report.command import main as report_main  # pandas and matplotlib load only here
+
+    try:
+        return report_main(args)
+    except PsxError as e:
+        fail(str(e))
 
 
 def _parse_overrides(overrides: list[str]):

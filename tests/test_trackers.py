@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from psx.wandb_files import read_offline_run
+from psx.report.from_wandb import read_transaction_log
 
 NO_WANDB_ACCOUNT = {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_DIR": None}
 
@@ -16,18 +16,19 @@ def test_wandb_offline_sweep_writes_one_finished_run_per_job(psx):
     for job in ["0", "1"]:
         summary = json.loads((sweep / job / "summary.json").read_text())
         (offline,) = (sweep / job / "wandb").glob("offline-run-*")  # exactly one run per job: none leaked
-        run = read_offline_run(offline)
-        assert run["id"] == summary["wandb_id"]
-        assert run["group"] == summary["sweep_id"] and summary["sweep_id"].endswith("sweep")
-        assert run["config"]["model"] == summary["model"] and run["config"]["model.name"] == summary["model"]
-        assert run["config"]["dataset.train_size"] is None and run["config"]["seed"] == 0
-        assert set(run["tags"]) >= {summary["model"], "digits", "shared" if summary["shared"] else "unshared"}
+        (log_file,) = offline.glob("run-*.wandb")
+        config, run_summary, history, meta = read_transaction_log(log_file)
+        config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in config.items()}
+        assert meta["id"] == summary["wandb_id"] and meta["state"] == "finished"
+        assert meta["group"] == summary["sweep_id"] and summary["sweep_id"].endswith("sweep")
+        assert config["model"] == summary["model"] and config["model.name"] == summary["model"]
+        assert config["dataset.train_size"] is None and config["seed"] == 0
         for key in ["test/acc", "test/loss", "val/acc"]:
-            assert run["summary"][key] == summary["metrics"][key]
-        assert run["summary"]["params/unique"] == summary["params/unique"]
-        assert run["summary"]["params/unshared_equiv"] == summary["params/unshared_equiv"]
-        assert run["summary"]["status"] == "completed"
-        assert [row["epoch"] for row in run["history"]] == [1, 2]
+            assert run_summary[key] == summary["metrics"][key]
+        assert run_summary["params/unique"] == summary["params/unique"]
+        assert run_summary["params/unshared_equiv"] == summary["params/unshared_equiv"]
+        assert run_summary["status"] == "completed"
+        assert [row["epoch"] for row in history] == [1, 2]
 
 
 def test_wandb_failure_never_fails_the_run(psx):
