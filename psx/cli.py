@@ -90,9 +90,11 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from psx.config import validate
+    from psx.data import describe
     from psx.device import resolve_device
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
+    from psx.models import check_fits
 
     parser = OverridesParser.create()
     parsed = []
@@ -129,6 +131,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             except (HydraException, OmegaConfBaseException) as e:
                 raise PsxError(_composition_error(e)) from None
             validate(cfg)
+            check_fits(cfg.model, describe(cfg.dataset))  # model vs data shape/kind, nothing loaded
             resolve_device(cfg.device)
 
 

@@ -77,6 +77,43 @@ class DigitsSchema:
 
 
 @dataclass
+class ImageSetSchema:  # mnist, fashion_mnist
+    name: str = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    train_size: Optional[int] = MISSING
+    subset_seed: int = MISSING
+    download: bool = MISSING
+    verify: bool = MISSING
+
+
+@dataclass
+class CIFAR10Schema(ImageSetSchema):
+    augment: bool = MISSING
+
+
+@dataclass
+class PTBSchema:
+    name: str = MISSING
+    bptt: int = MISSING
+    train_size: Optional[int] = MISSING
+    download: bool = MISSING
+    verify: bool = MISSING
+
+
+@dataclass
+class MultiMNISTSchema(ImageSetSchema):
+    shift: int = MISSING
+    task: Optional[str] = MISSING
+
+
+@dataclass
+class MultiDigitsSchema(DigitsSchema):
+    shift: int = MISSING
+    task: Optional[str] = MISSING
+
+
+@dataclass
 class CNNSchema:
     name: str = MISSING
     family: str = MISSING
@@ -110,7 +147,15 @@ class PathsSchema:
 
 
 MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema}
-DATASET_SCHEMAS: Dict[str, type] = {"digits": DigitsSchema}
+DATASET_SCHEMAS: Dict[str, type] = {
+    "digits": DigitsSchema,
+    "mnist": ImageSetSchema,
+    "fashion_mnist": ImageSetSchema,
+    "cifar10": CIFAR10Schema,
+    "ptb": PTBSchema,
+    "multi_mnist": MultiMNISTSchema,
+    "multi_digits": MultiDigitsSchema,
+}
 LOGGER_SCHEMAS: Dict[str, type] = {"csv": CSVLoggerSchema}
 TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
 
@@ -170,6 +215,7 @@ def validate(cfg: DictConfig) -> None:
         raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
     if dataset.train_size is not None and dataset.train_size < 1:
         raise PsxError(f"dataset.train_size must be a positive integer or null, got {dataset.train_size}")
+    _check_dataset(dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
     if model.family == "cnn":
@@ -180,6 +226,21 @@ def validate(cfg: DictConfig) -> None:
     _positive_list(model.hidden, "model.hidden")
     if not 0.0 <= model.dropout < 1.0:
         raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
+
+
+def _check_dataset(dataset: DictConfig) -> None:
+    """Values that parse but cannot work; limits that need the data itself are checked on loading."""
+    for key in ("val_size", "test_size"):
+        if key in dataset and dataset[key] < 10:
+            raise PsxError(f"dataset.{key} must hold at least one example per class (>= 10), got {dataset[key]}")
+    if "bptt" in dataset and dataset.bptt < 1:
+        raise PsxError(f"dataset.bptt must be >= 1, got {dataset.bptt}")
+    if "shift" in dataset:
+        side = 28 if dataset.name == "multi_mnist" else 8
+        if not 1 <= dataset.shift < side:
+            raise PsxError(f"dataset.shift must be between 1 and {side - 1} so the two digits overlap, got {dataset.shift}")
+    if "task" in dataset and dataset.task not in (None, "left", "right"):
+        raise PsxError(f"dataset.task must be left, right or null (both tasks), got {dataset.task!r}")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

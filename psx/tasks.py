@@ -24,7 +24,7 @@ class Classification:
         loss_sum = torch.zeros((), device=split.y.device)
         correct = torch.zeros((), device=split.y.device, dtype=torch.long)
         for start in range(0, len(split), batch_size):
-            x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+            x, y = split.batch(slice(start, start + batch_size))
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()

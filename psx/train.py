@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> float | None:
         device = resolve_device(cfg.device)
         summary["device"] = str(device)
         torch.manual_seed(cfg.seed)
-        data = build_data(cfg.dataset).to(device)
+        data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir).to(device)
         summary["train_examples"] = len(data.train)
         model = build_model(cfg.model, data.spec).to(device)
         summary.update(param_counts(model))

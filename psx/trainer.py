@@ -66,6 +66,7 @@ class Trainer:
         optimizer = make_optimizer(cfg, model.parameters())
         scheduler = make_scheduler(cfg, optimizer, task.mode)
         shuffler = torch.Generator().manual_seed(self.seed)  # on the CPU: same order on every device
+        augmenter = torch.Generator().manual_seed(self.seed + 1)  # data augmentation draws, if any
         train = data.train
         n = len(train)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -85,7 +86,8 @@ class Trainer:
                 loss_sum = torch.zeros((), device=device)
                 for start in range(0, n, cfg.batch_size):
                     idx = order[start:start + cfg.batch_size]
-                    loss = task.loss(model, train.x[idx], train.y[idx])
+                    x, y = train.batch(idx, data.augment, augmenter)
+                    loss = task.loss(model, x, y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip is not None:
