@@ -17,16 +17,19 @@ psx: train and compare models that differ only in what they share.
 
 commands:
   train     train one run, or with -m a Hydra multirun sweep (see `psx train --help`)
+  data      `psx data list`: the data sets, whether present, size, where;
+            `psx data download NAME`: fetch and verify one (both take --dir DIR)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
   psx train model=cnn_unshared                       # the same CNN without weight sharing
   psx train -m model=cnn_shared,cnn_unshared dataset.train_size=50,200,null seed=0,1
+  psx train dataset=mnist trainer.epochs=3           # MNIST (downloaded into PSX_DATA_DIR if missing)
 
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train",)
+COMMANDS = ("train", "data")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "train":
         sys.exit(train_command(args))
+    if command == "data":
+        sys.exit(data_command(args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -77,6 +82,36 @@ def train_command(args: list[str]) -> int:
         if len(FAILED_RUNS) > 1:
             print(f"psx: {len(FAILED_RUNS)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
+    return 0
+
+
+DATA_USAGE = "usage: psx data list [--dir DIR] | psx data download NAME [--dir DIR]"
+
+
+def data_command(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="psx data", usage=DATA_USAGE)
+    parser.add_argument("action", choices=["list", "download"])
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--dir", help="data folder (default: paths.data_dir, i.e. $PSX_DATA_DIR or ~/.cache/psx/data)")
+    parsed = parser.parse_args(args)
+    if parsed.action == "list" and parsed.name:
+        fail(f"`psx data list` takes no name ({DATA_USAGE})")
+    if parsed.action == "download" and not parsed.name:
+        fail(f"`psx data download` needs a data set name ({DATA_USAGE})")
+
+    from psx import datacli
+    from psx.errors import PsxError
+
+    try:
+        data_dir = parsed.dir or datacli.configured_data_dir()
+        if parsed.action == "list":
+            datacli.list_datasets(data_dir)
+        else:
+            datacli.download(parsed.name, data_dir)
+    except PsxError as e:
+        fail(str(e))
     return 0
 
 
