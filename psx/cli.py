@@ -125,7 +125,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from psx.config import validate
-    from psx.data import describe
+    from psx.data import describe, require
     from psx.device import resolve_device
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
@@ -159,6 +159,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             variant[i] = value
             variants.append(variant)
 
+    needed = {}
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
         for variant in variants:
             try:
@@ -168,6 +169,9 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             validate(cfg)
             check_fits(cfg.model, describe(cfg.dataset))  # model vs data shape/kind, nothing loaded
             resolve_device(cfg.device)
+            needed[(cfg.dataset.name, cfg.paths.data_dir, cfg.dataset.get("download"))] = cfg
+    for cfg in needed.values():  # data files last: only once everything else is known to be fine
+        require(cfg.dataset, cfg.paths.data_dir)
 
 
 def _composition_error(e: Exception) -> str:

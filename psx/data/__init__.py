@@ -47,6 +47,19 @@ def describe(cfg: DictConfig) -> DataSpec:
     return SPECS[cfg.name](cfg)
 
 
+# The downloadable source each data set reads (bundled sets need none).
+SOURCE_OF = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10", "ptb": "ptb", "multi_mnist": "mnist"}
+
+
+def require(cfg: DictConfig, data_dir: str | Path) -> None:
+    """Make sure the files cfg needs are in data_dir, downloading them if allowed; run once
+    before a run or sweep starts, so a sweep downloads once and a missing set fails early."""
+    from psx.data import store
+
+    if cfg.name in SOURCE_OF:
+        store.require_files(store.get_source(SOURCE_OF[cfg.name]), data_dir, cfg.download)
+
+
 def build_data(cfg: DictConfig, data_dir: str | Path | None = None) -> Data:
     """Load the data set named by cfg.name and apply the training-size ablation."""
     if cfg.name not in BUILDERS:
