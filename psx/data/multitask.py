@@ -43,8 +43,9 @@ def partners(n: int, seed: int) -> np.ndarray:
     """A seeded permutation with no fixed point: example i pairs base image i with partners[i]."""
     perm = np.random.default_rng(seed).permutation(n)
     for i in np.flatnonzero(perm == np.arange(n)):  # swap a fixed point with its neighbour's partner
-        j = (i + 1) % n
-        perm[i], perm[j] = perm[j], perm[i]
+        if perm[i] == i:  # (an earlier swap may have fixed it already)
+            j = (i + 1) % n
+            perm[i], perm[j] = perm[j], perm[i]
     return perm
 
 
