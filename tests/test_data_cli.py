@@ -81,14 +81,16 @@ def test_data_list_and_download_from_placed_files(psx, tmp_path):
 
 def test_mnist_run_and_sweep_end_to_end(psx, data_root):
     env = {"PSX_DATA_DIR": str(data_root)}
-    one = psx("train", "dataset=mnist", "dataset.train_size=300", "trainer.epochs=1", extra_env=env)
+    # Small and single-threaded: keeps the suite fast on 2 shared cores (torch threads collapse under contention).
+    small = ["trainer.epochs=1", "model.channels=[8,16]", "dataset.val_size=1000", "device.num_threads=1"]
+    one = psx("train", "dataset=mnist", "dataset.train_size=300", *small, extra_env=env)
     assert one.returncode == 0, one.stderr
     (summary,) = summaries(psx.cwd / "outputs")
     assert summary["status"] == "completed" and summary["dataset"] == "mnist" and summary["train_examples"] == 300
     assert summary["metrics"]["test/acc"] > 0.5
 
     sweep = psx("train", "-m", "dataset=mnist", "model=cnn_shared,cnn_unshared", "dataset.train_size=100,1000",
-                "trainer.epochs=1", "trainer.eval_batch_size=2000", extra_env=env)
+                *small, extra_env=env)
     assert sweep.returncode == 0, sweep.stderr
     jobs = summaries(psx.cwd / "outputs" / "multirun")
     assert sorted((s["model"], s["train_examples"]) for s in jobs) == [
