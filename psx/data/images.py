@@ -2,6 +2,9 @@
 uint8 tensors and cached; normalised (and for CIFAR-10 optionally augmented) per batch."""
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,13 +26,17 @@ def image_spec(cfg: DictConfig) -> DataSpec:
 
 def _decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]:
     import torchvision.datasets as tvd
-    from torchvision.datasets.utils import extract_archive
 
     cls = getattr(tvd, cls_name)
     raw = Path(data_dir) / cls_name / "raw"
-    for gz, _ in cls.resources:  # torchvision reads the extracted files; extract without any download
-        if not (raw / gz).with_suffix("").is_file():
-            extract_archive(str(raw / gz), str(raw))
+    for gz, _ in cls.resources:  # torchvision reads the extracted files: extract (no download needed)
+        target = (raw / gz).with_suffix("")
+        if not target.is_file():
+            # To a temporary name, then rename: a parallel job never reads a half-extracted file.
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            with gzip.open(raw / gz) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, target)
     out = {}
     for split, train in (("train", True), ("test", False)):
         ds = cls(str(data_dir), train=train, download=False)
