@@ -232,7 +232,11 @@ def cached_load(
             "%s: dataset.verify=false, so the files in %s were NOT checked against the published md5s",
             source.name, source.path(data_dir),
         )
-    content = decode()
+    try:
+        content = decode()
+    except OSError as e:  # e.g. a read-only folder: torchvision reads MNIST from extracted copies beside the .gz
+        raise PsxError(f"{source.name}: could not decode the files in {source.path(data_dir)} ({e}); "
+                       f"psx needs write access there (or point PSX_DATA_DIR at a writable copy)") from None
     save_cache(path, {**content, **expect})
     return {**content, **expect}
 
