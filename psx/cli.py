@@ -25,17 +25,20 @@ commands:
   inspect   build a model without training and list its parameter tensors and sharing
             (takes the same overrides, e.g. `psx inspect model=cnn_unshared`)
   report    compare runs: tables (mean ± std over seeds), plots, report.html (see `psx report --help`)
+  data      `psx data list`: the data sets, whether present, size, where;
+            `psx data download NAME`: fetch and verify one (both take --dir DIR)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
   psx train model=cnn_unshared                       # the same CNN without weight sharing
   psx train -m model=cnn_shared,cnn_unshared dataset.train_size=50,200,null seed=0,1
+  psx train dataset=mnist trainer.epochs=3           # MNIST (downloaded into PSX_DATA_DIR if missing)
   psx report                                         # the latest sweep: table, plots, report.html
 
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train", "inspect", "report")
+COMMANDS = ("train", "inspect", "report", "data")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(inspect_command(args))
     if command == "report":
         sys.exit(report_command(args))
+    if command == "data":
+        sys.exit(data_command(args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -107,11 +112,12 @@ def inspect_command(args: list[str]) -> int:
         return 0
     try:
         cfg = compose_checked([a for a in args if not a.startswith("-")])
+        require_data([cfg])
         from psx.data import build_data
         from psx.inspect import print_inspection
         from psx.models import build_model
 
-        spec = build_data(cfg.dataset).spec
+        spec = build_data(cfg.dataset, data_dir=cfg.paths.data_dir).spec
         model = build_model(cfg.model, spec)
     except PsxError as e:
         fail(str(e))
@@ -140,6 +146,36 @@ def report_command(args: list[str]) -> int:
         fail(str(e))
 
 
+DATA_USAGE = "usage: psx data list [--dir DIR] | psx data download NAME [--dir DIR]"
+
+
+def data_command(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="psx data", usage=DATA_USAGE)
+    parser.add_argument("action", choices=["list", "download"])
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--dir", help="data folder (default: paths.data_dir, i.e. $PSX_DATA_DIR or ~/.cache/psx/data)")
+    parsed = parser.parse_args(args)
+    if parsed.action == "list" and parsed.name:
+        fail(f"`psx data list` takes no name ({DATA_USAGE})")
+    if parsed.action == "download" and not parsed.name:
+        fail(f"`psx data download` needs a data set name ({DATA_USAGE})")
+
+    from psx import datacli
+    from psx.errors import PsxError
+
+    try:
+        data_dir = parsed.dir or datacli.configured_data_dir()
+        if parsed.action == "list":
+            datacli.list_datasets(data_dir)
+        else:
+            datacli.download(parsed.name, data_dir)
+    except PsxError as e:
+        fail(str(e))
+    return 0
+
+
 def _parse_overrides(overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -163,9 +199,11 @@ def _composed(config_name: str, variants: list[list[str]]):
     from omegaconf.errors import OmegaConfBaseException
 
     from psx.config import validate
+    from psx.data import describe
     from psx.device import check_precision, resolve_device
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
+    from psx.models import check_fits
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
         for variant in variants:
@@ -174,8 +212,18 @@ def _composed(config_name: str, variants: list[list[str]]):
             except (HydraException, OmegaConfBaseException) as e:
                 raise PsxError(_composition_error(e)) from None
             validate(cfg)
+            check_fits(cfg.model, describe(cfg.dataset))  # model vs data shape/kind, nothing loaded
             check_precision(cfg.trainer.precision, resolve_device(cfg.device))
             yield cfg
+
+
+def require_data(configs) -> None:
+    """Locate (or download) each data set the configs need, once, after everything else checked out."""
+    from psx.data import require
+
+    needed = {(cfg.dataset.name, cfg.paths.data_dir, cfg.dataset.get("download")): cfg for cfg in configs}
+    for cfg in needed.values():
+        require(cfg.dataset, cfg.paths.data_dir)
 
 
 def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
@@ -203,8 +251,8 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             variant = list(variants[0])
             variant[i] = value
             variants.append(variant)
-    for _ in _composed(config_name, [base + variant for variant in variants]):
-        pass
+    configs = list(_composed(config_name, [base + variant for variant in variants]))
+    require_data(configs)
 
 
 def _composition_error(e: Exception) -> str:

@@ -95,6 +95,43 @@ class DigitsSchema:
 
 
 @dataclass
+class ImageSetSchema:  # mnist, fashion_mnist
+    name: str = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    train_size: Optional[int] = MISSING
+    subset_seed: int = MISSING
+    download: bool = MISSING
+    verify: bool = MISSING
+
+
+@dataclass
+class CIFAR10Schema(ImageSetSchema):
+    augment: bool = MISSING
+
+
+@dataclass
+class PTBSchema:
+    name: str = MISSING
+    bptt: int = MISSING
+    train_size: Optional[int] = MISSING
+    download: bool = MISSING
+    verify: bool = MISSING
+
+
+@dataclass
+class MultiMNISTSchema(ImageSetSchema):
+    shift: int = MISSING
+    task: Optional[str] = MISSING
+
+
+@dataclass
+class MultiDigitsSchema(DigitsSchema):
+    shift: int = MISSING
+    task: Optional[str] = MISSING
+
+
+@dataclass
 class CNNSchema:
     name: str = MISSING
     family: str = MISSING
@@ -170,8 +207,72 @@ class PathsSchema:
     data_dir: str = MISSING
 
 
-MODEL_SCHEMAS: Dict[str, type] = {"cnn": CNNSchema, "mlp": MLPSchema, "rnn": RNNSchema}
-DATASET_SCHEMAS: Dict[str, type] = {"digits": DigitsSchema}
+class LMArch(Enum):
+    lstm = "lstm"
+    transformer = "transformer"
+
+
+@dataclass
+class LMSizeSchema:
+    layers: int = MISSING
+    hidden_size: int = MISSING
+    dropout: float = MISSING
+
+
+@dataclass
+class LSTMLMSchema:
+    name: str = MISSING
+    family: str = MISSING
+    arch: LMArch = MISSING
+    shared: bool = MISSING
+    tied: bool = MISSING
+    tie_projection: bool = MISSING
+    size: str = MISSING  # a key of `sizes` (plain str: it is used inside interpolations)
+    sizes: Dict[str, LMSizeSchema] = MISSING
+    layers: int = MISSING
+    hidden_size: int = MISSING
+    embedding_size: int = MISSING
+    dropout: float = MISSING
+    init_from: Optional[str] = MISSING
+    freeze: List[str] = MISSING
+
+
+@dataclass
+class TransformerLMSchema:
+    name: str = MISSING
+    family: str = MISSING
+    arch: LMArch = MISSING
+    shared: bool = MISSING
+    share_layers: bool = MISSING
+    tied: bool = MISSING
+    tie_projection: bool = MISSING
+    layers: int = MISSING
+    hidden_size: int = MISSING
+    embedding_size: int = MISSING
+    heads: int = MISSING
+    feedforward_size: int = MISSING
+    dropout: float = MISSING
+    init_from: Optional[str] = MISSING
+    freeze: List[str] = MISSING
+
+
+@dataclass
+class MTLSchema(CNNSchema):
+    task_weights: Optional[Dict[str, float]] = MISSING
+
+
+MODEL_SCHEMAS: Dict[str, type] = {
+    "cnn": CNNSchema, "mlp": MLPSchema, "rnn": RNNSchema, "lm": LSTMLMSchema, "mtl": MTLSchema,
+}
+DATASET_SCHEMAS: Dict[str, type] = {
+    "digits": DigitsSchema,
+    "mnist": ImageSetSchema,
+    "fashion_mnist": ImageSetSchema,
+    "cifar10": CIFAR10Schema,
+    "ptb": PTBSchema,
+    "multi_mnist": MultiMNISTSchema,
+    "multi_digits": MultiDigitsSchema,
+}
 LOGGER_SCHEMAS: Dict[str, type] = {
     "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
 }
@@ -207,7 +308,8 @@ def validate(cfg: DictConfig) -> None:
     family = cfg.model.get("family")
     if family not in MODEL_SCHEMAS:
         raise PsxError(f"unknown model family {family!r} (known: {', '.join(MODEL_SCHEMAS)})")
-    model = _checked(cfg.model, MODEL_SCHEMAS[family], "model")
+    schema = TransformerLMSchema if family == "lm" and cfg.model.get("arch") == "transformer" else MODEL_SCHEMAS[family]
+    model = _checked(cfg.model, schema, "model")
     name = cfg.dataset.get("name")
     if name not in DATASET_SCHEMAS:
         raise PsxError(f"unknown dataset {name!r} (known: {', '.join(DATASET_SCHEMAS)})")
@@ -233,19 +335,39 @@ def validate(cfg: DictConfig) -> None:
         raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
     if dataset.train_size is not None and dataset.train_size < 1:
         raise PsxError(f"dataset.train_size must be a positive integer or null, got {dataset.train_size}")
+    _check_dataset(dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
-    if model.family == "cnn":
+    if model.family in ("cnn", "mtl"):
         _positive(model, ["kernel_size", "stride", "pool"], "model")
         if not model.channels:
             raise PsxError("model.channels must list at least one conv layer")
         _positive_list(model.channels, "model.channels")
     if model.family == "rnn":
         _positive(model, ["hidden_size", "num_layers"], "model")
+    elif model.family == "lm":
+        if "sizes" in model and model.size not in model.sizes:
+            raise PsxError(f"model.size={model.size!r} is not one of {', '.join(model.sizes)}")
+        _positive(model, ["layers", "hidden_size", "embedding_size"], "model")
     else:
         _positive_list(model.hidden, "model.hidden")
     if not 0.0 <= model.dropout < 1.0:
         raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
+
+
+def _check_dataset(dataset: DictConfig) -> None:
+    """Values that parse but cannot work; limits that need the data itself are checked on loading."""
+    for key in ("val_size", "test_size"):
+        if key in dataset and dataset[key] < 10:
+            raise PsxError(f"dataset.{key} must hold at least one example per class (>= 10), got {dataset[key]}")
+    if "bptt" in dataset and dataset.bptt < 1:
+        raise PsxError(f"dataset.bptt must be >= 1, got {dataset.bptt}")
+    if "shift" in dataset:
+        side = 28 if dataset.name == "multi_mnist" else 8
+        if not 1 <= dataset.shift < side:
+            raise PsxError(f"dataset.shift must be between 1 and {side - 1} so the two digits overlap, got {dataset.shift}")
+    if "task" in dataset and dataset.task not in (None, "left", "right"):
+        raise PsxError(f"dataset.task must be left, right or null (both tasks), got {dataset.task!r}")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

@@ -26,7 +26,7 @@ from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
-from psx.tasks import Classification
+from psx.tasks import task_for
 from psx.trainer import StopRequested, Trainer
 
 log = logging.getLogger("psx")
@@ -131,7 +131,7 @@ def run(cfg: DictConfig) -> float | None:
         torch.manual_seed(cfg.seed)
         configure_backends(cfg.trainer.deterministic)
         marks = {"job": time.perf_counter()}
-        data = place_data(build_data(cfg.dataset), device, cfg.device.data)
+        data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
         marks["data"] = time.perf_counter()
         summary["train_examples"] = len(data.train)
         model = build_model(cfg.model, data.spec)
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> float | None:
             "%s on %s (%d training examples), %s unique parameters, device %s",
             cfg.model.name, cfg.dataset.name, len(data.train), f"{summary['params/unique']:,}", device,
         )
-        task = Classification()
+        task = task_for(data.spec, cfg.model, cfg.dataset)
         config = OmegaConf.to_container(cfg, resolve=True)
         trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
                           checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})

@@ -102,7 +102,6 @@ class Trainer:
 
     def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
         cfg = self.cfg
-        device = data.train.y.device  # where the data lives: the model's device, or the host if it did not fit
         model_device = next(model.parameters()).device
         # Compiled forward for speed; state dicts always from the plain module (no "_orig_mod." keys).
         forward = torch.compile(model) if cfg.compile else model
@@ -111,11 +110,12 @@ class Trainer:
         optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         scheduler = make_scheduler(cfg, optimizer, task.mode)
         shuffler = torch.Generator().manual_seed(self.seed)  # on the CPU: same order on every device
+        augmenter = torch.Generator().manual_seed(self.seed + 1)  # data augmentation draws, if any
         train = data.train
-        n = len(train)
-        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        steps_per_epoch = task.steps_per_epoch(train, cfg.batch_size)
         better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
         key = task.selection_metric
+        throughput = f"time/{task.unit}_per_s"
 
         s = {  # everything that must survive an interruption
             "epoch": 0, "step": 0, "stale": 0, "best_epoch": 0, "best_val": None, "best_model": None,
@@ -127,6 +127,7 @@ class Trainer:
             if scheduler is not None:
                 scheduler.load_state_dict(resume["scheduler"])
             shuffler.set_state(resume["rng"]["shuffler"])
+            augmenter.set_state(resume["rng"]["augmenter"])
             torch.set_rng_state(resume["rng"]["torch"])
             if torch.cuda.is_available() and resume["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
@@ -146,6 +147,7 @@ class Trainer:
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "rng": {
                     "shuffler": shuffler.get_state(),
+                    "augmenter": augmenter.get_state(),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 },
@@ -159,17 +161,17 @@ class Trainer:
             for epoch in range(s["epoch"] + 1, cfg.epochs + 1):
                 epoch_start = time.perf_counter()
                 model.train()
-                partial = s["in_epoch"]
-                if partial is not None:  # resume inside an epoch that a stop request cut short
-                    order, first, loss_sum = partial["order"].to(device), partial["next_start"], partial["loss_sum"].to(model_device)
-                else:
-                    order = torch.randperm(n, generator=shuffler).to(device, non_blocking=True)
-                    first, loss_sum = 0, torch.zeros((), device=device)
-                for start in range(first, n, cfg.batch_size):
-                    idx = order[start:start + cfg.batch_size]
-                    x, y = to_device(train.x[idx], model_device), to_device(train.y[idx], model_device)
+                partial = s["in_epoch"]  # set when a stop request cut this epoch short
+                batches = task.epoch(train, cfg.batch_size, shuffler, data.augment, augmenter,
+                                     state=partial["batches"] if partial else None)
+                first = partial["next_step"] if partial else 0
+                loss_sum = partial["loss_sum"].to(model_device) if partial else torch.zeros((), device=model_device)
+                items = partial["items"] if partial else 0
+                for i in range(first, batches.steps):
+                    x, y, count = batches.batch(i)
+                    x, y = to_device(x, model_device), to_device(y, model_device)
                     with autocast:
-                        loss = task.loss(forward, x, y)
+                        loss = task.loss(forward, x, y, batches)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.grad_clip is not None:
@@ -177,17 +179,18 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
-                    loss_sum += loss.detach() * len(idx)
+                    loss_sum += loss.detach() * count
+                    items += count
                     s["step"] += 1
                     progress.step()
                     if self.first_step_done_at is None:
                         self.first_step_done_at = time.perf_counter()
                     if self.stop_requested:
                         s["elapsed"] = time.perf_counter() - started
-                        checkpoint({"order": order.cpu(), "next_start": start + cfg.batch_size, "loss_sum": loss_sum.cpu()})
+                        checkpoint({"batches": batches.state(), "next_step": i + 1, "loss_sum": loss_sum.cpu(), "items": items})
                         raise StopRequested(self.stop_requested)
                 s["in_epoch"] = None
-                train_loss = loss_sum.item() / n
+                train_loss = loss_sum.item() / items
                 if not math.isfinite(train_loss):
                     raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
                 train_seconds = time.perf_counter() - epoch_start
@@ -197,14 +200,15 @@ class Trainer:
                     "epoch": epoch,
                     "step": s["step"],
                     "train/loss": train_loss,
+                    **task.train_metrics(train_loss),
                     **{f"val/{k}": v for k, v in val.items()},
                     "lr": optimizer.param_groups[0]["lr"],
                     "time/epoch_s": time.perf_counter() - epoch_start,
-                    "time/samples_per_s": n / train_seconds,
+                    throughput: items / train_seconds,
                 }
                 s["history"].append(row)
                 self.on_epoch(row)
-                progress.epoch_end(epoch, f"loss {train_loss:.4f}  val/{key} {val[key]:.4f}  {row['time/samples_per_s']:,.0f} samples/s")
+                progress.epoch_end(epoch, f"loss {train_loss:.4f}  val/{key} {val[key]:.4f}  {row[throughput]:,.0f} {task.unit}/s")
 
                 if s["best_val"] is None or better(val[key], s["best_val"][key]):
                     s.update(best_val=val, best_epoch=epoch, stale=0)

@@ -33,6 +33,37 @@ def run_psx(args, cwd, timeout=300, extra_env=None):
     )
 
 
+def require_shared_data() -> Path:
+    """The real data files beside the project; skip without them, but fail in CI (CI=true)."""
+    if not SHARED_DATA.is_dir():
+        message = f"real data not found at {SHARED_DATA} (see DESIGN.md: Data on these machines)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must have it")
+        pytest.skip(message)
+    return SHARED_DATA
+
+
+def copy_into(root: Path, layout: dict[str, str]) -> Path:
+    """Copy shared files into root in the layout psx (and torchvision) expect: {src: dest folder}."""
+    shared = require_shared_data()
+    for src, dest in layout.items():
+        target = root / dest
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted((shared / src).parent.glob((shared / src).name)):
+            shutil.copyfile(f, target / f.name)  # copyfile: writable copies of the read-only originals
+    return root
+
+
+MNIST_LAYOUT = {"mnist/*.gz": "MNIST/raw"}
+PTB_LAYOUT = {"ptb/ptb.*.txt": "PennTreebank"}
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """One writable copy of MNIST and PTB for the whole session (decoded once, then cached)."""
+    return copy_into(tmp_path_factory.mktemp("psx-data"), {**MNIST_LAYOUT, **PTB_LAYOUT})
+
+
 @pytest.fixture
 def psx(tmp_path):
     """Run `psx ...` in a fresh temporary working folder (outputs/ lands there)."""

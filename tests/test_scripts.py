@@ -16,3 +16,16 @@ def test_bench_lc_quick(tmp_path):
     assert rows and rows[0]["lc_over_conv"] > 0 and rows[0]["ms"]["conv2d"] > 0
     # No intermediate of psx's layer is larger than the unfolded input.
     assert rows[0]["largest_alloc_mb"]["psx_lc"] <= rows[0]["unfolded_input_mb"] * 1.01
+
+
+def test_bench_data_quick(tmp_path):
+    from conftest import MNIST_LAYOUT, copy_into
+
+    root = copy_into(tmp_path / "data", MNIST_LAYOUT)
+    out = tmp_path / "data.json"
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_data.py"), "--quick", "--data-dir", str(root), "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert row["psx_img_s"] > 0 and row["torchvision_img_s"] > 0 and report["load_s"] > 0

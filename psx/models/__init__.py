@@ -4,19 +4,48 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from psx.data.spec import DataSpec
+from psx.data.spec import IMAGES, MULTITASK, TOKENS, DataSpec
 from psx.errors import PsxError
 from psx.models.cnn import CNN
 from psx.models.mlp import MLP
+from psx.models.lm import build_language_model
+from psx.models.multitask import MultiTaskCNN
 from psx.models.rnn import RecurrentClassifier
 
-FAMILIES = {"cnn": CNN, "mlp": MLP, "rnn": RecurrentClassifier}
+FAMILIES = {"cnn": CNN, "mlp": MLP, "rnn": RecurrentClassifier, "lm": build_language_model, "mtl": MultiTaskCNN}
+
+
+# The kinds of data each family can train on (see psx.data.spec).
+ACCEPTS = {"cnn": (IMAGES,), "mlp": (IMAGES,), "rnn": (IMAGES,), "lm": (TOKENS,), "mtl": (MULTITASK,)}
 
 
 def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     if cfg.family not in FAMILIES:
         raise PsxError(f"unknown model family {cfg.family!r} (known: {', '.join(FAMILIES)})")
+    if spec.kind not in ACCEPTS[cfg.family]:
+        raise PsxError(f"model {cfg.name} cannot train on {spec.name}: {_mismatch(cfg, spec)}")
     return FAMILIES[cfg.family](cfg, spec)
+
+
+def _mismatch(cfg: DictConfig, spec: DataSpec) -> str:
+    if cfg.family == "lm":
+        return f"{cfg.name} is a language model and {spec.name} holds {spec.kind}; use dataset=ptb"
+    if cfg.family == "mtl":
+        return f"{cfg.name} predicts several tasks and {spec.name} has one label; use dataset=multi_digits or multi_mnist"
+    if spec.kind == TOKENS:
+        return f"{spec.name} is a word-level token stream and {cfg.name} takes images; choose a language model"
+    if spec.kind == MULTITASK:
+        return (f"{spec.name} has {len(spec.tasks)} tasks ({', '.join(spec.tasks)}) and {cfg.name} predicts one label; "
+                f"choose a multi-task model, or train on one task with dataset.task={spec.tasks[0]}")
+    return f"{cfg.name} accepts {', '.join(ACCEPTS[cfg.family])}, not {spec.kind}"
+
+
+def check_fits(cfg: DictConfig, spec: DataSpec) -> None:
+    """Raise the PsxError build_model would, without allocating anything (parameters on the meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        build_model(cfg, spec)
 
 
 def param_counts(model: nn.Module) -> dict[str, int]:

@@ -1,0 +1,47 @@
+"""Multi-task classifiers on two-digit images: a shared conv trunk with a head per task, vs an
+independent network (same architecture: trunk + head) per task.
+
+The shared trunk serves every task, so its unshared equivalent is one trunk per task: exactly
+what `mtl_separate` has (params/unshared_equiv counts sharing across tasks; the spatial sharing
+inside each conv is the CNN comparison's business and is the same in both arms).
+"""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from psx.data.spec import MULTITASK, DataSpec
+from psx.errors import PsxError
+from psx.models.cnn import CNN
+
+
+def _single_task_cnn(cfg: DictConfig, spec: DataSpec) -> CNN:
+    """The CNN of the CNN family on the same images, predicting one task's classes."""
+    single = DataSpec(name=spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes)
+    return CNN(cfg, single)
+
+
+class MultiTaskCNN(nn.Module):
+    def __init__(self, cfg: DictConfig, spec: DataSpec):
+        super().__init__()
+        if spec.kind != MULTITASK:
+            raise PsxError(f"model {cfg.name} needs a multi-task data set (multi_digits, multi_mnist); {spec.name} holds {spec.kind}")
+        self.tasks, self.shared = list(spec.tasks), cfg.shared
+        if cfg.shared:
+            template = _single_task_cnn(cfg, spec)
+            self.trunk = template.features
+            self.heads = nn.ModuleDict({task: _single_task_cnn(cfg, spec).head for task in self.tasks})
+        else:
+            self.networks = nn.ModuleDict({task: _single_task_cnn(cfg, spec) for task in self.tasks})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, tasks, classes)
+        if self.shared:
+            features = self.trunk(x).flatten(1)
+            return torch.stack([self.heads[task](features) for task in self.tasks], 1)
+        return torch.stack([self.networks[task](x) for task in self.tasks], 1)
+
+    def parameter_reuse(self) -> dict[str, int]:
+        if not self.shared:
+            return {}
+        return {f"trunk.{name}": len(self.tasks) for name, _ in self.trunk.named_parameters()}
