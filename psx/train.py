@@ -142,11 +142,11 @@ def run(cfg: DictConfig) -> float | None:
         model = model.to(device)
         marks["model"] = time.perf_counter()
         summary.update(param_counts(model))
-        log.info(
-            "%s on %s (%d training examples), %s unique parameters, device %s",
-            cfg.model.name, cfg.dataset.name, len(data.train), f"{summary['params/unique']:,}", device,
-        )
         task = task_for(data.spec, cfg.model, cfg.dataset)
+        log.info(
+            "%s on %s (%s training %s), %s unique parameters, device %s",
+            cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
+        )
         config = OmegaConf.to_container(cfg, resolve=True)
         trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
                           checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})

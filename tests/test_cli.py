@@ -22,7 +22,7 @@ def test_help_and_version_are_instant_and_need_no_torch(psx):
 def test_train_help_shows_the_config_groups(psx):
     result = psx("train", "--help")
     assert result.returncode == 0
-    for line in ["model: cnn_shared, cnn_unshared, mlp", "dataset: cifar10, digits, fashion_mnist, mnist, multi_digits, multi_mnist, ptb", "device: auto, cpu, cuda, mps", "logger: csv"]:
+    for line in ["model: cnn_shared, cnn_unshared, lm_tied, lm_transformer, lm_untied, mlp, mtl_separate, mtl_shared, rnn_shared, rnn_unshared", "dataset: cifar10, digits, fashion_mnist, mnist, multi_digits, multi_mnist, ptb", "device: auto, cpu, cuda, mps", "logger: csv"]:
         assert line in result.stdout
 
 

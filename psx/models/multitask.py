@@ -8,7 +8,7 @@ inside each conv is the CNN comparison's business and is the same in both arms).
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from psx.data.spec import MULTITASK, DataSpec
@@ -17,9 +17,10 @@ from psx.models.cnn import CNN
 
 
 def _single_task_cnn(cfg: DictConfig, spec: DataSpec) -> CNN:
-    """The CNN of the CNN family on the same images, predicting one task's classes."""
+    """The CNN family's network (ordinary convolutions) on the same images, for one task's classes.
+    `model.shared` means sharing across tasks here, so the convs are always Conv2d."""
     single = DataSpec(name=spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes)
-    return CNN(cfg, single)
+    return CNN(OmegaConf.merge(cfg, {"shared": True}), single)
 
 
 class MultiTaskCNN(nn.Module):

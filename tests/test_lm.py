@@ -1,0 +1,120 @@
+"""Language models: tying is one Parameter, counts are exact, perplexity is the classic one."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from psx.data.spec import TOKENS, DataSpec, Tokens
+from psx.errors import PsxError
+from psx.models import build_model, param_counts
+from psx.tasks import LanguageModeling
+from test_models import model_cfg
+
+VOCAB, BPTT = 500, 12
+TOKENS_SPEC = DataSpec(name="ptb", input_shape=(), num_classes=VOCAB, kind=TOKENS, vocab_size=VOCAB, seq_len=BPTT)
+
+
+def lm(name, **overrides):
+    torch.manual_seed(0)
+    return build_model(model_cfg(name, **overrides), TOKENS_SPEC)
+
+
+def test_tied_decoder_weight_is_the_embedding_parameter_and_gets_gradient_from_both_uses():
+    model = lm("lm_tied")
+    assert model.decoder.weight is model.encoder.weight
+    tokens = torch.randint(0, VOCAB, (BPTT, 3))
+    logits, _ = model(tokens)
+    logits.sum().backward()
+    both = model.encoder.weight.grad.clone()
+    # The decoder's share alone: the gradient through the output layer, input embedding detached.
+    model.zero_grad()
+    with torch.no_grad():
+        hidden = model.drop(model.rnn(model.drop(model.encoder(tokens)))[0])
+    (hidden @ model.decoder.weight.t()).sum().backward()
+    decoder_only = model.encoder.weight.grad.clone()
+    assert decoder_only.abs().sum() > 0
+    input_rows = torch.unique(tokens)
+    assert not torch.allclose(both[input_rows], decoder_only[input_rows])  # the embedding use adds to them
+
+
+@pytest.mark.parametrize("size,hidden", [("small", 200), ("medium", 650)])
+def test_tied_count_is_untied_minus_vocab_times_dim(size, hidden):
+    tied = param_counts(lm("lm_tied", size=size))
+    untied = param_counts(lm("lm_untied", size=size))
+    # Bias rule: both keep the decoder bias; tying removes exactly the decoder weight.
+    assert untied["params/unique"] - tied["params/unique"] == VOCAB * hidden
+    lstm = 2 * 4 * hidden * (hidden + hidden + 2)
+    assert untied["params/unique"] == VOCAB * hidden + lstm + VOCAB * hidden + VOCAB
+    assert tied["params/unshared_equiv"] == untied["params/unique"]
+
+
+def test_presets_match_the_classic_setups():
+    for size, (hidden, dropout) in {"small": (200, 0.2), "medium": (650, 0.5), "large": (1500, 0.65)}.items():
+        cfg = model_cfg("lm_untied", size=size)
+        assert (cfg.layers, cfg.hidden_size, cfg.embedding_size, cfg.dropout) == (2, hidden, hidden, dropout)
+
+
+def test_tying_unequal_sizes_is_an_error_unless_projected():
+    with pytest.raises(PsxError, match="tie_projection"):
+        lm("lm_tied", embedding_size=100)
+    model = lm("lm_tied", embedding_size=100, tie_projection="true")
+    assert model.decoder.weight is model.encoder.weight and model.projection.weight.shape == (100, 200)
+    assert model(torch.randint(0, VOCAB, (BPTT, 2)))[0].shape == (BPTT, 2, VOCAB)
+
+
+@pytest.mark.parametrize("layers", [1, 3, 6])
+def test_shared_transformer_has_one_blocks_parameters_whatever_the_depth(layers):
+    shared = param_counts(lm("lm_transformer", share_layers="true", layers=layers))
+    one_layer = param_counts(lm("lm_transformer", share_layers="false", layers=1))
+    unshared = param_counts(lm("lm_transformer", share_layers="false", layers=layers))
+    assert shared["params/unique"] == one_layer["params/unique"]
+    assert shared["params/unshared_equiv"] == unshared["params/unshared_equiv"] == unshared["params/unique"] + VOCAB * 256
+    model = lm("lm_transformer", share_layers="true", layers=layers)
+    assert model(torch.randint(0, VOCAB, (BPTT, 2)))[0].shape == (BPTT, 2, VOCAB)
+
+
+def test_transformer_is_causal():
+    model = lm("lm_transformer", dropout=0.0).eval()
+    tokens = torch.randint(0, VOCAB, (BPTT, 1))
+    changed = tokens.clone()
+    changed[-1] = (changed[-1] + 1) % VOCAB
+    torch.testing.assert_close(model(tokens)[0][:-1], model(changed)[0][:-1])
+
+
+def test_perplexity_is_over_every_token_with_state_carried():
+    model = lm("lm_untied").eval()
+    ids = torch.randint(0, VOCAB, (1003,))
+    metrics = LanguageModeling(BPTT).evaluate(model, Tokens(ids), batch_size=4)
+    # Independent computation: 4 streams of 250 tokens, the whole stream in one pass.
+    streams = ids[:1000].view(4, 250).t()
+    with torch.no_grad():
+        logits, _ = model(streams[:-1])
+    expected = F.cross_entropy(logits.flatten(0, 1), streams[1:].flatten()).item()
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["ppl"] == pytest.approx(math.exp(expected), rel=1e-5)
+
+
+def test_language_models_refuse_images_and_image_models_refuse_tokens():
+    images = DataSpec(name="digits", input_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(PsxError, match="language model"):
+        build_model(model_cfg("lm_tied"), images)
+    with pytest.raises(PsxError, match="token stream"):
+        build_model(model_cfg("cnn_shared"), TOKENS_SPEC)
+
+
+def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):
+    import json
+
+    result = psx("train", "-m", "model=lm_tied,lm_untied", "dataset=ptb", "dataset.train_size=20000", "trainer.epochs=1",
+                 "trainer.batch_size=20", "trainer.eval_batch_size=10", extra_env={"PSX_DATA_DIR": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    runs = {}
+    for path in (psx.cwd / "outputs").rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        runs[summary["model"]] = summary
+        assert summary["selection_metric"] == "val/ppl" and summary["train_examples"] == 20000
+        assert 1 < summary["metrics"]["test/ppl"] < 10_000
+        header = (path.parent / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"train/ppl", "val/ppl", "time/tokens_per_s"} <= set(header)
+    assert runs["lm_untied"]["params/unique"] - runs["lm_tied"]["params/unique"] == 10_000 * 200
