@@ -40,5 +40,5 @@ def test_parameter_counts_are_steps_times_the_shared_cell(cell, gates):
 
 def test_rnn_on_token_data_is_a_clear_error():
     tokens = DataSpec(name="ptb", input_shape=(35,), num_classes=10000, kind="tokens")
-    with pytest.raises(PsxError, match="row by row"):
+    with pytest.raises(PsxError, match="takes images"):
         build_model(model_cfg("rnn_shared"), tokens)

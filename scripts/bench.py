@@ -1,0 +1,259 @@
+"""psx's speed where a sharing study spends its time, as ratios against baselines measured in the
+same run, on the same machine (medians of several repeats).
+
+  trainer   psx's Trainer vs a hand-written raw PyTorch loop: same model, same in-memory tensors,
+            batch size and optimizer; training throughput after a warm-up epoch (target >= 0.95).
+            cnn_shared on MNIST (digits if MNIST is not in the data folder) and lm_untied (small) on
+            a PTB prefix, when PTB is there.
+  lc        LocallyConnected2d vs Conv2d forward+backward at the shapes of cnn_unshared on MNIST and
+            CIFAR-10, batch 128 (target <= 2x).
+  rnn       rnn_unshared vs rnn_shared, seconds per training epoch on the same rows (target <= 1.5x).
+  startup   `psx --help` (target < 0.5 s), `psx train --cfg job` (< 3 s), and the seconds from process
+            start to the end of the first training step of a digits run (< 2 s), with its breakdown.
+  sweep     the digits cnn_sharing_vs_datasize grid: Hydra's basic launcher vs joblib with 2 jobs
+            (target >= 1.6x on 2 cores).
+
+Each baseline is written plainly below: the simplest correct raw-PyTorch (or plain-command) way to
+do the same work.
+
+    python scripts/bench.py [--only trainer lc rnn startup sweep] [--json bench.json] [--quick]
+
+Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
+processes on the machine distort every figure: run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+PSX = str(Path(sys.executable).parent / "psx")
+
+
+def compose(*overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from psx.hydra_app import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def have(dataset: str) -> bool:
+    from psx.data import describe, require  # noqa: F401
+    from psx.errors import PsxError
+
+    cfg = compose(f"dataset={dataset}", "dataset.download=false")
+    try:
+        require(cfg.dataset, cfg.paths.data_dir)
+        return True
+    except PsxError:
+        return False
+
+
+# --- trainer overhead -------------------------------------------------------------------------
+
+
+def raw_classification_epoch(model, train, batch_size, optimizer, generator):
+    """The baseline: the plainest correct loop over the same in-memory tensors."""
+    model.train()
+    order = torch.randperm(len(train), generator=generator)
+    for start in range(0, len(train), batch_size):
+        idx = order[start:start + batch_size]
+        x, y = train.batch(idx)  # the stored tensors, normalised per batch as psx stores them
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def raw_lm_epoch(model, tokens, batch_size, bptt, optimizer, clip):
+    model.train()
+    streams = tokens.streams(batch_size)
+    state = None
+    for i in range(0, len(streams) - 1, bptt):
+        x, y = streams[i:i + bptt], streams[i + 1:i + 1 + bptt]
+        x = x[:len(y)]
+        logits, state = model(x, state)
+        state = tuple(s.detach() for s in state)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+
+def trainer_overhead(name, overrides, epochs, repeats):
+    from psx.data import build_data
+    from psx.models import build_model
+    from psx.tasks import task_for
+    from psx.trainer import Trainer, make_optimizer
+
+    cfg = compose(*overrides, f"trainer.epochs={epochs}", "trainer.progress=none", "trainer.checkpoint=false",
+                  "trainer.scheduler=none")
+    data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
+    torch.manual_seed(0)
+    template = build_model(cfg.model, data.spec)
+    task = task_for(data.spec, cfg.model, cfg.dataset)
+    items = len(data.train)
+
+    psx_rates, raw_rates = [], []
+    for _ in range(repeats):
+        model = copy.deepcopy(template)
+        result = Trainer(cfg.trainer, seed=0).fit(model, data, task)
+        psx_rates += [row[f"time/{task.unit}_per_s"] for row in result.history[1:]]  # after warm-up
+
+        model = copy.deepcopy(template)
+        optimizer = make_optimizer(cfg.trainer, model.parameters())
+        generator = torch.Generator().manual_seed(0)
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            if task.unit == "tokens":
+                raw_lm_epoch(model, data.train, cfg.trainer.batch_size, data.spec.seq_len, optimizer, cfg.trainer.grad_clip)
+            else:
+                raw_classification_epoch(model, data.train, cfg.trainer.batch_size, optimizer, generator)
+            if epoch > 0:
+                raw_rates.append(items / (time.perf_counter() - started))
+    psx_rate, raw_rate = statistics.median(psx_rates), statistics.median(raw_rates)
+    return {"what": f"trainer {name} ({task.unit}/s)", "psx": psx_rate, "baseline": raw_rate,
+            "ratio": psx_rate / raw_rate, "target": ">= 0.95"}
+
+
+# --- unshared layers ----------------------------------------------------------------------------
+
+
+def lc_vs_conv(repeats, quick):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_lc import time_layer
+
+    # (in, out, size, kernel, padding): cnn_unshared's convs on MNIST (28x28, then 14x14 after pooling)
+    # and with the CIFAR-10 experiment's three layers (32, 16, 8).
+    shapes = [(1, 32, 28, 3, 1), (32, 64, 14, 3, 1), (3, 32, 32, 3, 1), (32, 64, 16, 3, 1), (64, 128, 8, 3, 1)]
+    rows = []
+    for shape in shapes[:1] if quick else shapes:
+        conv = time_layer("conv2d", shape, "cpu", repeats)
+        lc = time_layer("psx_lc", shape, "cpu", repeats)
+        cin, cout, size, k, _ = shape
+        rows.append({"what": f"LC vs conv {cin}->{cout} {size}x{size} k{k} (ms)", "psx": lc * 1e3,
+                     "baseline": conv * 1e3, "ratio": lc / conv, "target": "<= 2"})
+    return rows
+
+
+def rnn_epoch_ratio(dataset, repeats, quick):
+    from psx.data import build_data
+    from psx.models import build_model
+    from psx.tasks import task_for
+    from psx.trainer import Trainer
+
+    seconds = {}
+    for name in ["rnn_shared", "rnn_unshared"]:
+        cfg = compose(f"model={name}", f"dataset={dataset}", "trainer.epochs=2", "trainer.progress=none",
+                      "trainer.checkpoint=false", "trainer.batch_size=128",
+                      *(["dataset.train_size=5000"] if dataset == "mnist" else []),
+                      *(["dataset.train_size=300"] if quick else []))
+        data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
+        times = []
+        for _ in range(repeats):
+            torch.manual_seed(0)
+            model = build_model(cfg.model, data.spec)
+            result = Trainer(cfg.trainer, seed=0).fit(model, data, task_for(data.spec, cfg.model, cfg.dataset))
+            times.append(result.history[-1]["time/epoch_s"])
+        seconds[name] = statistics.median(times)
+    return {"what": f"rnn_unshared vs rnn_shared on {dataset} (s/epoch)", "psx": seconds["rnn_unshared"],
+            "baseline": seconds["rnn_shared"], "ratio": seconds["rnn_unshared"] / seconds["rnn_shared"], "target": "<= 1.5"}
+
+
+# --- start-up and sweeps -------------------------------------------------------------------------
+
+
+def timed(args, cwd, repeats):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([PSX, *args], cwd=cwd, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def startup(repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            {"what": "psx --help (s)", "psx": timed(["--help"], tmp, repeats), "target": "< 0.5"},
+            {"what": "psx train --cfg job (s)", "psx": timed(["train", "--cfg", "job"], tmp, repeats), "target": "< 3"},
+        ]
+        subprocess.run([PSX, "train", "trainer.epochs=1"], cwd=tmp, capture_output=True, check=True)
+        (summary,) = Path(tmp).rglob("summary.json")
+        breakdown = json.loads(summary.read_text())["startup_s"]
+        detail = ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items() if k != "total")
+        rows.append({"what": f"process start -> first step done, digits (s) [{detail}]", "psx": breakdown["total"], "target": "< 2"})
+    return rows
+
+
+def sweep(epochs):
+    grid = ["-m", "experiment=cnn_sharing_vs_datasize", f"trainer.epochs={epochs}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        subprocess.run([PSX, "train", *grid, "hydra.sweep.dir=basic"], cwd=tmp, capture_output=True, check=True)
+        basic = time.perf_counter() - started
+        started = time.perf_counter()
+        subprocess.run([PSX, "train", *grid, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=joblib"],
+                       cwd=tmp, capture_output=True, check=True)
+        joblib = time.perf_counter() - started
+    return {"what": f"digits grid, 30 runs x {epochs} epochs: joblib(2) vs basic launcher (s)", "psx": joblib,
+            "baseline": basic, "ratio": basic / joblib, "target": ">= 1.6 (speed-up)"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "rnn", "startup", "sweep"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+
+    rows = []
+    if "trainer" in args.only:
+        mnist = not args.quick and have("mnist")
+        rows.append(trainer_overhead("cnn_shared/" + ("mnist" if mnist else "digits"),
+                                     ["model=cnn_shared", f"dataset={'mnist' if mnist else 'digits'}"], 2 if args.quick else 3, repeats))
+        if not args.quick and have("ptb"):
+            rows.append(trainer_overhead("lm_untied small/ptb 100k tokens",
+                                         ["model=lm_untied", "dataset=ptb", "dataset.train_size=100000", "trainer.optimizer=sgd",
+                                          "trainer.lr=20", "trainer.momentum=0", "trainer.grad_clip=0.25", "trainer.batch_size=20",
+                                          "trainer.eval_batch_size=10"], 3, repeats))
+    if "lc" in args.only:
+        rows += lc_vs_conv(2 if args.quick else 10, args.quick)
+    if "rnn" in args.only:
+        rows.append(rnn_epoch_ratio("digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick))
+    if "startup" in args.only:
+        rows += startup(1 if args.quick else 5)
+    if "sweep" in args.only and not args.quick:
+        rows.append(sweep(5))
+
+    print(f"# psx benchmarks: {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}")
+    print(f"{'measurement':<78}{'psx':>12}{'baseline':>12}{'ratio':>8}  target")
+    for row in rows:
+        baseline = f"{row['baseline']:>12.2f}" if "baseline" in row else f"{'':>12}"
+        ratio = f"{row['ratio']:>8.2f}" if "ratio" in row else f"{'':>8}"
+        print(f"{row['what']:<78}{row['psx']:>12.2f}{baseline}{ratio}  {row['target']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
