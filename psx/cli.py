@@ -85,6 +85,7 @@ def train_command(args: list[str]) -> int:
     from psx.hydra_app import hydra_train
 
     sys.argv = ["psx train", *args]
+    started_at = time.time()
     try:
         hydra_train()
     except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
@@ -96,12 +97,31 @@ def train_command(args: list[str]) -> int:
         print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
         return 128 + signal.Signals[name].value
     train = sys.modules.get("psx.train")  # imported (with torch) only if a job ran in this process
-    failed = train.FAILED_RUNS if train is not None else []
+    failed = set(train.FAILED_RUNS) if train is not None else set()
+    if parsed.multirun:
+        failed |= _failed_in_sweep(started_at)  # jobs that launchers ran in other processes
     if failed:
         if len(failed) > 1:
             print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
     return 0
+
+
+def _failed_in_sweep(since: float) -> set[str]:
+    """Run folders of this sweep whose summary.json, written since `since`, says failed."""
+    import json
+    from pathlib import Path
+
+    from psx.hydra_app import SWEEP_DIRS
+
+    failed = set()
+    for summary in [p for d in SWEEP_DIRS for p in Path(d).glob("*/summary.json")]:
+        try:
+            if summary.stat().st_mtime >= since and json.loads(summary.read_text()).get("status") == "failed":
+                failed.add(str(summary.parent.resolve()))
+        except (OSError, ValueError):
+            continue
+    return failed
 
 
 def inspect_command(args: list[str]) -> int:

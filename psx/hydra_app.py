@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 CONFIG_NAME = "config"
@@ -23,3 +24,13 @@ def hydra_train(cfg: DictConfig) -> float | None:
     from psx.train import run  # torch is imported only once a job actually runs
 
     return run(cfg)
+
+
+# Sweep folders started in this process: the CLI reads their summaries afterwards, because
+# launchers such as joblib or submitit run the jobs (and record their failures) elsewhere.
+SWEEP_DIRS: list[str] = []
+
+
+class RecordSweepDir(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SWEEP_DIRS.append(str(config.hydra.sweep.dir))

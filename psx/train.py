@@ -276,5 +276,5 @@ def _stop_on_signals(trainer: Trainer):
 
 def _fail(summary: dict[str, Any], run_dir: Path, message: str) -> None:
     summary.update(status="failed", error=message)
-    FAILED_RUNS.append(str(run_dir))
+    FAILED_RUNS.append(str(run_dir.resolve()))
     print(f"psx: error: {message}", file=sys.stderr, flush=True)

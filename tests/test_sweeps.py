@@ -61,3 +61,11 @@ def test_slurm_preset_composes_onto_submitits_launcher(psx):
     launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["timeout_min"] == 240
+
+
+def test_a_job_failing_in_a_joblib_worker_still_fails_the_command(psx):
+    sweep = psx.cwd / "sweep"
+    result = psx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp",
+                 "dataset.train_size=5,100", "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, result.stderr
+    assert [r["status"] for r in job_summaries(sweep)] == ["failed", "completed"]
