@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psx.data.spec import MULTITASK, TOKENS, DataSpec
+from psx.data.spec import MULTITASK, TOKENS, DataSpec, Tokens
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -120,9 +120,8 @@ class StreamWindows:
         self.carry = None if state is None else state["carry"]
 
     def batch(self, i: int):
-        start = i * self.bptt
-        n = min(self.bptt, len(self.streams) - 1 - start)
-        return self.streams[start:start + n], self.streams[start + 1:start + 1 + n], n * self.streams.shape[1]
+        x, y = Tokens.window(self.streams, i * self.bptt, self.bptt)
+        return x, y, y.numel()
 
     def state(self) -> dict:
         carry = None if self.carry is None else tuple(t.cpu() for t in self.carry)

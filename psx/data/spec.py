@@ -97,8 +97,13 @@ class Tokens:
     def windows(streams: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(inputs, targets), each (<= bptt, n_streams), over the whole of `streams` in order."""
         for i in range(0, len(streams) - 1, bptt):
-            n = min(bptt, len(streams) - 1 - i)
-            yield streams[i:i + n], streams[i + 1:i + 1 + n]
+            yield Tokens.window(streams, i, bptt)
+
+    @staticmethod
+    def window(streams: torch.Tensor, start: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window at row `start`: inputs and the targets one token later (shorter at the end)."""
+        n = min(bptt, len(streams) - 1 - start)
+        return streams[start:start + n], streams[start + 1:start + 1 + n]
 
 
 @dataclass
