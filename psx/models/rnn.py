@@ -58,9 +58,10 @@ class PerStepRecurrentLayer(nn.Module):
         h = x.new_zeros(batch, self.hidden_size)
         c = x.new_zeros(batch, self.hidden_size) if self.cell == "lstm" else None
         outputs = []
-        for t in range(self.steps):
-            recurrent = torch.addmm(self.bias_hh[t], h, self.weight_hh[t].t())
-            h, c = self._step(projected[t], recurrent, h, c)
+        # unbind once: indexing step t inside the loop would make autograd build a full-size zero
+        # gradient for every step's slice (quadratic in the number of steps); unbind's backward is one stack.
+        for gi, w_hh, b_hh in zip(projected.unbind(0), self.weight_hh.unbind(0), self.bias_hh.unbind(0)):
+            h, c = self._step(gi, torch.addmm(b_hh, h, w_hh.t()), h, c)
             outputs.append(h)
         return torch.stack(outputs, 1)
 
