@@ -43,12 +43,17 @@ class FitResult:
 
 
 def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    params = list(params)
+    # The fused kernels update every tensor in one pass: on CPU PyTorch's default is a loop of about
+    # ten ops per tensor, which costs as much as a whole forward pass for the many-tensor or large
+    # unshared models (10x slower on rnn_unshared's 2.3M parameters).
+    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     raise PsxError(f"unknown trainer.optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
 
 

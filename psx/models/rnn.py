@@ -54,27 +54,29 @@ class PerStepRecurrentLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, in) -> (B, T, hidden)
         batch = x.shape[0]
         # All steps' input projections at once: (T, B, in) @ (T, in, gates) -> (T, B, gates).
-        projected = torch.baddbmm(self.bias_ih.unsqueeze(1), x.transpose(0, 1), self.weight_ih.transpose(1, 2))
+        # Outside GRU both biases only ever appear summed, so they are added here once for all steps.
+        bias = self.bias_ih if self.cell == "gru" else self.bias_ih + self.bias_hh
+        projected = torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), self.weight_ih.transpose(1, 2))
         h = x.new_zeros(batch, self.hidden_size)
         c = x.new_zeros(batch, self.hidden_size) if self.cell == "lstm" else None
         outputs = []
         # unbind once: indexing step t inside the loop would make autograd build a full-size zero
         # gradient for every step's slice (quadratic in the number of steps); unbind's backward is one stack.
         for gi, w_hh, b_hh in zip(projected.unbind(0), self.weight_hh.unbind(0), self.bias_hh.unbind(0)):
-            h, c = self._step(gi, torch.addmm(b_hh, h, w_hh.t()), h, c)
+            h, c = self._step(gi, w_hh, b_hh, h, c)
             outputs.append(h)
         return torch.stack(outputs, 1)
 
-    def _step(self, gi, gh, h, c):
+    def _step(self, gi, w_hh, b_hh, h, c):
         if self.cell == "rnn":
-            return torch.tanh(gi + gh), None
+            return torch.tanh(torch.addmm(gi, h, w_hh.t())), None
         if self.cell == "gru":
             i_r, i_z, i_n = gi.chunk(3, 1)
-            h_r, h_z, h_n = gh.chunk(3, 1)
+            h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, 1)
             r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
             n = torch.tanh(i_n + r * h_n)
-            return (1 - z) * n + z * h, None
-        i, f, g, o = (gi + gh).chunk(4, 1)
+            return n + z * (h - n), None  # (1 - z) * n + z * h
+        i, f, g, o = torch.addmm(gi, h, w_hh.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
