@@ -6,7 +6,8 @@ same run, on the same machine (medians of several repeats).
             cnn_shared on MNIST (digits if MNIST is not in the data folder) and lm_untied (small) on
             a PTB prefix, when PTB is there.
   lc        LocallyConnected2d vs Conv2d forward+backward at the shapes of cnn_unshared on MNIST and
-            CIFAR-10, batch 128 (target <= 2x).
+            CIFAR-10, batch 128 (target <= 2x); the input layers as the model runs them, without a
+            gradient for the images (scripts/bench_lc.py times every layer with one).
   rnn       rnn_unshared vs rnn_shared, seconds per training epoch on the same rows (target <= 1.5x).
   startup   `psx --help` (target < 0.5 s), `psx train --cfg job` (< 3 s), and the seconds from process
             start to the end of the first training step of a digits run (< 2 s), with its breakdown.
@@ -137,17 +138,19 @@ def trainer_overhead(name, overrides, epochs, repeats):
 
 def lc_vs_conv(repeats, quick):
     sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_lc import time_layer
+    from bench_lc import time_layers
 
     # (in, out, size, kernel, padding): cnn_unshared's convs on MNIST (28x28, then 14x14 after pooling)
     # and with the CIFAR-10 experiment's three layers (32, 16, 8).
     shapes = [(1, 32, 28, 3, 1), (32, 64, 14, 3, 1), (3, 32, 32, 3, 1), (32, 64, 16, 3, 1), (64, 128, 8, 3, 1)]
     rows = []
     for shape in shapes[:1] if quick else shapes:
-        conv = time_layer("conv2d", shape, "cpu", repeats)
-        lc = time_layer("psx_lc", shape, "cpu", repeats)
         cin, cout, size, k, _ = shape
-        rows.append({"what": f"LC vs conv {cin}->{cout} {size}x{size} k{k} (ms)", "psx": lc * 1e3,
+        input_layer = cin in (1, 3)  # reads the images: in the model its input needs no gradient
+        times = time_layers(["conv2d", "psx_lc"], shape, "cpu", repeats, input_grad=not input_layer)
+        conv, lc = times["conv2d"], times["psx_lc"]
+        note = " input layer, no input grad" if input_layer else ""
+        rows.append({"what": f"LC vs conv {cin}->{cout} {size}x{size} k{k}{note} (ms)", "psx": lc * 1e3,
                      "baseline": conv * 1e3, "ratio": lc / conv, "target": "<= 2"})
     return rows
 
@@ -236,7 +239,7 @@ def main():
                                           "trainer.lr=20", "trainer.momentum=0", "trainer.grad_clip=0.25", "trainer.batch_size=20",
                                           "trainer.eval_batch_size=10"], 3, repeats))
     if "lc" in args.only:
-        rows += lc_vs_conv(2 if args.quick else 10, args.quick)
+        rows += lc_vs_conv(2 if args.quick else 30, args.quick)
     if "rnn" in args.only:
         rows.append(rnn_epoch_ratio("digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick))
     if "startup" in args.only:

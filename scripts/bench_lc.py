@@ -1,7 +1,8 @@
 """LocallyConnected2d vs nn.Conv2d: forward+backward time and peak memory, as ratios.
 
 What it measures: at batch 128, for each of the shapes below, the median wall time of one
-forward + backward pass (loss = sum of outputs, gradients for input and weights), after warm-up,
+forward + backward pass (from a dense random upstream gradient; gradients for input, weights and
+bias; the three kinds interleaved repeat by repeat), after warm-up,
 of (a) nn.Conv2d — the baseline, (b) psx's LocallyConnected2d, and (c) the plain "unfold +
 permute + bmm" formulation most implementations use, for reference. Memory comes from the
 torch profiler's allocator events (peak and largest single allocation of one pass).
@@ -45,7 +46,7 @@ class UnfoldBmm(nn.Module):
         return out.permute(1, 2, 0).reshape(x.shape[0], self.cout, self.out, self.out) + self.bias
 
 
-def make_layer(kind, shape, device):
+def make_layer(kind, shape, device, input_grad=True):
     cin, cout, size, k, padding = shape
     if kind == "conv2d":
         layer = nn.Conv2d(cin, cout, k, padding=padding)
@@ -53,26 +54,36 @@ def make_layer(kind, shape, device):
         layer = LocallyConnected2d(cin, cout, (size, size), k, 1, padding)
     else:
         layer = UnfoldBmm(cin, cout, size, k, padding)
-    x = torch.randn(BATCH, cin, size, size, device=device, requires_grad=True)
+    x = torch.randn(BATCH, cin, size, size, device=device, requires_grad=input_grad)
     return layer.to(device), x
 
 
-def step(layer, x, device):
-    layer(x).sum().backward()
+def step(layer, x, grad, device):
+    """One training-like pass: gradients cleared as an optimizer's zero_grad(set_to_none) does, then
+    forward and backward from a dense upstream gradient (what the next layer of a network sends)."""
+    layer.zero_grad(set_to_none=True)
+    x.grad = None
+    layer(x).backward(grad)
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def time_layer(kind, shape, device, repeats):
-    layer, x = make_layer(kind, shape, device)
-    for _ in range(3):
-        step(layer, x, device)
-    times = []
+def time_layers(kinds, shape, device, repeats, input_grad=True):
+    """Median seconds of one pass for each kind, the kinds interleaved repeat by repeat so that a
+    slow moment of the machine falls on all of them alike. input_grad=False: a network's first
+    layer, whose input (the data) needs no gradient."""
+    layers = {kind: make_layer(kind, shape, device, input_grad) for kind in kinds}
+    grad = torch.randn_like(layers[kinds[0]][0](layers[kinds[0]][1]))
+    for layer, x in layers.values():
+        for _ in range(3):
+            step(layer, x, grad, device)
+    times = {kind: [] for kind in kinds}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step(layer, x, device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for kind, (layer, x) in layers.items():
+            start = time.perf_counter()
+            step(layer, x, grad, device)
+            times[kind].append(time.perf_counter() - start)
+    return {kind: statistics.median(t) for kind, t in times.items()}
 
 
 def memory_profile(kind, shape, device):
@@ -81,12 +92,13 @@ def memory_profile(kind, shape, device):
     allocates itself (oneDNN's, inside conv) is not seen on CPU; on CUDA the peak is
     torch.cuda.max_memory_allocated."""
     layer, x = make_layer(kind, shape, device)
-    step(layer, x, device)
+    grad = torch.randn_like(layer(x))
+    step(layer, x, grad, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     with torch.autograd.profiler.profile(profile_memory=True, use_kineto=False) as prof:
-        step(layer, x, device)
+        step(layer, x, grad, device)
     current = peak = largest = 0
     for event in sorted(prof.function_events, key=lambda e: e.time_range.start):
         change = event.self_cuda_memory_usage if device == "cuda" else event.self_cpu_memory_usage
@@ -113,7 +125,7 @@ def main():
     results = []
     for shape in shapes:
         cin, cout, size, k, padding = shape
-        times = {kind: time_layer(kind, shape, args.device, repeats) for kind in ["conv2d", "psx_lc", "unfold_bmm"]}
+        times = time_layers(["conv2d", "psx_lc", "unfold_bmm"], shape, args.device, repeats)
         memory = {kind: memory_profile(kind, shape, args.device) for kind in ["conv2d", "psx_lc"]}
         out = conv_output_size(size, k, 1, padding)
         unfolded_mb = BATCH * cin * k * k * out * out * 4 / 2**20
@@ -133,7 +145,7 @@ def main():
               f"{unfolded_mb:>9.1f}")
     print("# MB: peak torch-allocated memory of one pass (oneDNN's own scratch inside conv not seen on CPU);")
     print("# 'lc max' is psx_lc's largest allocation by one op, 'unfolded' the size of the unfolded input.")
-    print("# target (issue 2): psx_lc at most 3x conv2d at every shape")
+    print("# targets: psx_lc at most 3x conv2d at every shape (issue 2), at most 2x at cnn_unshared's shapes (issue 7, scripts/bench.py)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": args.device, "torch": torch.__version__, "results": results}, f, indent=2)

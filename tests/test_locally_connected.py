@@ -86,11 +86,37 @@ def test_hand_written_backward_passes_gradcheck(stride, padding):
     lc = LocallyConnected2d(2, 3, (5, 6), 3, stride, padding).double()
     x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
     weight = lc.weight.detach().clone().requires_grad_(True)
+    bias = lc.bias.detach().clone().requires_grad_(True)
 
-    def forward(x, weight):
-        return _LocallyConnectedFunction.apply(x, weight, lc.kernel_size, lc.stride, lc.padding, *lc.output_size)
+    def forward(x, weight, bias):
+        return _LocallyConnectedFunction.apply(x, weight, bias, lc.kernel_size, lc.stride, lc.padding, *lc.output_size)
 
-    assert torch.autograd.gradcheck(forward, (x, weight))
+    assert torch.autograd.gradcheck(forward, (x, weight, bias))
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 2)])
+def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, stride, padding):
+    """Patches are gathered a block of output rows at a time; one row per block must change nothing."""
+    import psx.models.locally_connected as module
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=padding).double()
+    lc = LocallyConnected2d(3, 4, (9, 7), 3, stride, padding).double().copy_from_conv(conv)
+    x = torch.randn(5, 3, 9, 7, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn_like(conv(x))
+    results = []
+    for block_bytes in (module.BLOCK_BYTES, 1):  # all rows in one block, then one row per block
+        monkeypatch.setattr(module, "BLOCK_BYTES", block_bytes)
+        assert len(module._row_blocks(torch.empty(3, 9, 7, 5, dtype=torch.float64), 3, *lc.output_size)) == (
+            1 if block_bytes > 1 else lc.output_size[0])
+        lc.zero_grad()
+        x.grad = None
+        out = lc(x)
+        out.backward(grad_out)
+        results.append((out.detach(), x.grad.clone(), lc.weight.grad.clone(), lc.bias.grad.clone()))
+    for one_block, row_blocks in zip(*results):
+        torch.testing.assert_close(row_blocks, one_block, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[1][0], conv(x), rtol=1e-12, atol=1e-12)
 
 
 def test_works_on_non_contiguous_input_and_in_float32():

@@ -32,45 +32,80 @@ def _patches(x_chwb: torch.Tensor, k: int, stride: int, out_h: int, out_w: int) 
     return windows.reshape(out_h * out_w, channels * k * k, batch)
 
 
+# Patches are gathered a block of output rows at a time, about this many bytes per block: blocks
+# this size stay in cache between the gather and the matmul, and they are reused from the heap,
+# where one buffer for all rows (often over glibc's 32 MB mmap threshold) is mapped afresh and
+# page-faulted in on every call.
+BLOCK_BYTES = 2 * 2**20
+
+
+def _row_blocks(x_chwb: torch.Tensor, k: int, out_h: int, out_w: int):
+    """(first row, row count) of each block of output rows."""
+    row_bytes = out_w * x_chwb.shape[0] * k * k * x_chwb.shape[3] * x_chwb.element_size()
+    rows = max(1, min(out_h, BLOCK_BYTES // max(row_bytes, 1)))
+    return [(first, min(rows, out_h - first)) for first in range(0, out_h, rows)]
+
+
 class _LocallyConnectedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, kernel_size, stride, padding, out_h, out_w):
+    def forward(ctx, x, weight, bias, kernel_size, stride, padding, out_h, out_w):
         batch = x.shape[0]
         # Under autocast compute in its dtype (bf16/fp16), as a conv would; backward casts back.
         device_type = x.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
-        ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
+        # The bias as (L, O, 1): the matmul starts from it (broadcast over the batch), which is one
+        # pass over the output instead of a separate broadcast add on the permuted output.
+        bias_lo = None if bias is None else bias.to(dtype).permute(1, 2, 0).reshape(out_h * out_w, -1, 1)
         x_chwb = F.pad(x, (padding,) * 4).permute(1, 2, 3, 0).contiguous()
-        patches = _patches(x_chwb, kernel_size, stride, out_h, out_w)  # (L, K, B)
+        out = x.new_empty(out_h * out_w, weight.shape[1], batch)  # (L, O, B)
         with torch.autocast(device_type, enabled=False):
-            out = torch.bmm(weight, patches)  # (L, O, B)
-        ctx.save_for_backward(patches, weight)
+            for first, rows in _row_blocks(x_chwb, kernel_size, out_h, out_w):
+                at = slice(first * out_w, (first + rows) * out_w)
+                patches = _patches(x_chwb[:, first * stride:], kernel_size, stride, rows, out_w)  # (l, K, B)
+                if bias_lo is None:
+                    torch.bmm(weight[at], patches, out=out[at])
+                else:
+                    torch.baddbmm(bias_lo[at], weight[at], patches, out=out[at])
+        # The padded input is saved, not the patches (k*k times smaller); backward gathers them again.
+        ctx.save_for_backward(x_chwb, weight)
         ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
         return out.view(out_h, out_w, -1, batch).permute(3, 2, 0, 1)  # (B, O, out_h, out_w) view
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        patches, weight = ctx.saved_tensors
+        x_chwb, weight = ctx.saved_tensors
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
-        x_dtype, weight_dtype = ctx.dtypes
-        grad = grad_out.to(patches.dtype).permute(2, 3, 1, 0).reshape(out_h * out_w, -1, batch)  # (L, O, B)
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.bmm(grad, patches.transpose(1, 2)).to(weight_dtype)
+        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        # contiguous: an upstream gradient may arrive expanded (stride 0, e.g. from .sum()), and bmm
+        # would copy such an operand slice by slice.
+        grad = grad_out.to(x_chwb.dtype).permute(2, 3, 1, 0).reshape(out_h * out_w, -1, batch).contiguous()  # (L, O, B)
+        need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_weight = torch.empty_like(weight) if need_weight else None
+        grad_chwb = torch.zeros_like(x_chwb) if need_x else None
+        for first, rows in _row_blocks(x_chwb, k, out_h, out_w):
+            at = slice(first * out_w, (first + rows) * out_w)
+            if need_weight:
+                patches = _patches(x_chwb[:, first * stride:], k, stride, rows, out_w)
+                torch.bmm(grad[at], patches.transpose(1, 2), out=grad_weight[at])
+            if need_x:
+                grad_patches = torch.bmm(weight[at].transpose(1, 2), grad[at]).view(rows, out_w, channels, k, k, batch)
+                target = grad_chwb[:, first * stride:]
+                span_h, span_w = stride * (rows - 1) + 1, stride * (out_w - 1) + 1
+                for i in range(k):  # scatter each kernel offset back onto the (overlapping) input pixels
+                    for j in range(k):
+                        target[:, i:i + span_h:stride, j:j + span_w:stride] += grad_patches[:, :, :, i, j].permute(2, 0, 1, 3)
         grad_x = None
-        if ctx.needs_input_grad[0]:
-            # A contiguous transposed copy of the weight: CPU bmm is ~3x slower on transposed slices here.
-            weight_t = weight.transpose(1, 2).contiguous()
-            grad_patches = torch.bmm(weight_t, grad).view(out_h, out_w, channels, k, k, batch)
-            grad_chwb = grad.new_zeros(channels, height + 2 * padding, width + 2 * padding, batch)
-            rows, cols = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-            for i in range(k):  # scatter each kernel offset back onto the (overlapping) input pixels
-                for j in range(k):
-                    grad_chwb[:, i:i + rows:stride, j:j + cols:stride] += grad_patches[:, :, :, i, j].permute(2, 0, 1, 3)
+        if need_x:
             grad_x = grad_chwb[:, padding:padding + height, padding:padding + width].permute(3, 0, 1, 2).to(x_dtype).contiguous()
-        return grad_x, grad_weight, None, None, None, None, None
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight_dtype)
+        grad_bias = None
+        if ctx.needs_input_grad[2]:  # (L, O) summed over the batch -> (O, out_h, out_w)
+            grad_bias = grad.sum(2).view(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
 class LocallyConnected2d(nn.Module):
@@ -113,10 +148,9 @@ class LocallyConnected2d(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _LocallyConnectedFunction.apply(
-            x, self.weight, self.kernel_size, self.stride, self.padding, *self.output_size
+        return _LocallyConnectedFunction.apply(
+            x, self.weight, self.bias, self.kernel_size, self.stride, self.padding, *self.output_size
         )
-        return out + self.bias if self.bias is not None else out
 
     def extra_repr(self) -> str:
         return (
