@@ -82,6 +82,7 @@ class DeviceSchema:
     type: DeviceType = MISSING
     num_threads: Optional[int] = MISSING
     data: DataPlacement = MISSING
+    reuse_host_memory: bool = MISSING
 
 
 @dataclass

@@ -21,7 +21,7 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, configure_backends, place_data, resolve_device
+from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
 from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
@@ -130,6 +130,7 @@ def run(cfg: DictConfig) -> float | None:
         summary["torch_threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
         configure_backends(cfg.trainer.deterministic)
+        summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()
         marks = {"job": time.perf_counter()}
         data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
         marks["data"] = time.perf_counter()

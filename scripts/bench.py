@@ -309,6 +309,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
+    from psx.device import reuse_host_memory
+
+    reuse_host_memory()  # as a psx run does by default: psx and every baseline in this process alike
 
     rows = []
     if "trainer" in args.only:

@@ -1,5 +1,6 @@
 """End to end: the real `psx` command in a subprocess, in a temporary working folder."""
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_default_run_writes_a_complete_run_folder(psx):
         assert 0 <= summary["metrics"][key] < 10
     assert summary["epochs_completed"] == 3 and 1 <= summary["best_epoch"] <= 3
     assert summary["wall_seconds"] > 0 and summary["torch_version"] and summary["device"] == "cpu"
+    assert summary["reused_host_memory"] is sys.platform.startswith("linux")  # device.reuse_host_memory's default
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",") == ["epoch", "step", "train/loss", "val/loss", "val/acc", "lr", "time/epoch_s", "time/samples_per_s"]
     assert len(rows) == 4 and rows[-1].startswith("3,")
