@@ -54,8 +54,9 @@ def make_layer(kind, shape, device, input_grad=True):
         layer = LocallyConnected2d(cin, cout, (size, size), k, 1, padding)
     else:
         layer = UnfoldBmm(cin, cout, size, k, padding)
-    x = torch.randn(BATCH, cin, size, size, device=device, requires_grad=input_grad)
-    return layer.to(device), x
+    # Channels-last, as psx's CNNs run both arms.
+    x = torch.randn(BATCH, cin, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    return layer.to(device), x.requires_grad_(input_grad)
 
 
 def step(layer, x, grad, device):
@@ -68,20 +69,27 @@ def step(layer, x, grad, device):
         torch.cuda.synchronize()
 
 
+def upstream_gradient(out):
+    """The same dense random gradient for every kind, in the memory layout of the layer's own output
+    (the layout a following ReLU or pooling layer sends it back in)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.empty_like(out).copy_(torch.randn(out.shape, generator=generator))
+
+
 def time_layers(kinds, shape, device, repeats, input_grad=True):
     """Median seconds of one pass for each kind, the kinds interleaved repeat by repeat so that a
     slow moment of the machine falls on all of them alike. input_grad=False: a network's first
     layer, whose input (the data) needs no gradient."""
     layers = {kind: make_layer(kind, shape, device, input_grad) for kind in kinds}
-    grad = torch.randn_like(layers[kinds[0]][0](layers[kinds[0]][1]))
-    for layer, x in layers.values():
+    grads = {kind: upstream_gradient(layer(x)) for kind, (layer, x) in layers.items()}
+    for kind, (layer, x) in layers.items():
         for _ in range(3):
-            step(layer, x, grad, device)
+            step(layer, x, grads[kind], device)
     times = {kind: [] for kind in kinds}
     for _ in range(repeats):
         for kind, (layer, x) in layers.items():
             start = time.perf_counter()
-            step(layer, x, grad, device)
+            step(layer, x, grads[kind], device)
             times[kind].append(time.perf_counter() - start)
     return {kind: statistics.median(t) for kind, t in times.items()}
 
@@ -92,7 +100,7 @@ def memory_profile(kind, shape, device):
     allocates itself (oneDNN's, inside conv) is not seen on CPU; on CUDA the peak is
     torch.cuda.max_memory_allocated."""
     layer, x = make_layer(kind, shape, device)
-    grad = torch.randn_like(layer(x))
+    grad = upstream_gradient(layer(x))
     step(layer, x, grad, device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

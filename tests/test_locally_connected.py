@@ -38,7 +38,7 @@ def test_equals_conv_when_given_its_weights_everywhere(channels, kernel, stride,
     out_lc.backward(grad_out)
     torch.testing.assert_close(x_lc.grad, x_conv.grad, rtol=1e-12, atol=1e-12)
     # Summing the per-position weight gradients gives the conv's shared-weight gradient.
-    shared_grad = lc.weight.grad.sum(0).reshape_as(conv.weight)
+    shared_grad = lc.as_conv_filters(lc.weight.grad).sum(0)
     torch.testing.assert_close(shared_grad, conv.weight.grad, rtol=1e-10, atol=1e-10)
 
 
@@ -54,7 +54,7 @@ def test_positions_really_are_independent():
     with torch.no_grad():
         lc.weight.zero_()
         lc.bias.zero_()
-        lc.weight[5, 0, 4] = 1.0  # position (1, 1): pass the centre pixel through
+        lc.as_conv_filters(lc.weight)[5, 0, 0, 1, 1] = 1.0  # position (1, 1): pass the centre pixel through
     x = torch.arange(16.0).view(1, 1, 4, 4)
     out = lc(x)
     expected = torch.zeros(1, 1, 4, 4)
@@ -107,7 +107,7 @@ def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, stride, paddi
     results = []
     for block_bytes in (module.BLOCK_BYTES, 1):  # all rows in one block, then one row per block
         monkeypatch.setattr(module, "BLOCK_BYTES", block_bytes)
-        assert len(module._row_blocks(torch.empty(3, 9, 7, 5, dtype=torch.float64), 3, *lc.output_size)) == (
+        assert len(module._row_blocks(torch.empty(9, 5, 7, 3, dtype=torch.float64), 3, *lc.output_size)) == (
             1 if block_bytes > 1 else lc.output_size[0])
         lc.zero_grad()
         x.grad = None
@@ -125,3 +125,28 @@ def test_works_on_non_contiguous_input_and_in_float32():
     lc = LocallyConnected2d(3, 4, (6, 6), 3, 1, 1).copy_from_conv(conv)
     x = torch.randn(6, 6, 3, 5).permute(3, 2, 0, 1)  # channels-last-like strides
     torch.testing.assert_close(lc(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("input_layout,grad_layout", [
+    (torch.contiguous_format, torch.channels_last),
+    (torch.channels_last, torch.contiguous_format),
+    (torch.channels_last, torch.channels_last),
+])
+def test_any_memory_layout_of_input_and_gradient_gives_the_conv_result(input_layout, grad_layout):
+    """Channels-last is the fast path (channels innermost: no transposing copies); NCHW must give
+    the same numbers."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, stride=1, padding=1).double()
+    lc = LocallyConnected2d(3, 4, (7, 6), 3, 1, 1).double().copy_from_conv(conv)
+    x = torch.randn(5, 3, 7, 6, dtype=torch.float64)
+    x_conv = x.clone().requires_grad_(True)
+    x_lc = x.contiguous(memory_format=input_layout).requires_grad_(True)
+    out_conv, out_lc = conv(x_conv), lc(x_lc)
+    assert out_lc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_lc, out_conv, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(out_conv)
+    out_conv.backward(grad_out)
+    out_lc.backward(grad_out.contiguous(memory_format=grad_layout))
+    torch.testing.assert_close(x_lc.grad, x_conv.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lc.as_conv_filters(lc.weight.grad).sum(0), conv.weight.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(lc.bias.grad.sum((1, 2)), conv.bias.grad, rtol=1e-10, atol=1e-10)

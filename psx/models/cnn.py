@@ -1,6 +1,7 @@
 """LeNet-style CNN; the unshared twin swaps every Conv2d for a LocallyConnected2d."""
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -47,6 +48,9 @@ class CNN(nn.Module):
         self.head = mlp_head(channels * height * width, list(cfg.hidden), spec.num_classes, cfg.dropout)
 
     def forward(self, x):
+        # Channels-last in both arms: PyTorch's CPU pooling and ReLU are several times faster in it
+        # than in NCHW, oneDNN's conv is as fast, and LocallyConnected2d works in it natively.
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x).flatten(1))
 
     def parameter_reuse(self) -> dict[str, int]:

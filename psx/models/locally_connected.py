@@ -1,13 +1,17 @@
 """LocallyConnected2d: a convolution without weight sharing.
 
 Every output position has its own filter bank and bias. The weight is laid out as
-(positions, out_channels, in_channels * k * k): at each position a conv-shaped filter matrix.
+(positions, k * k * in_channels, out_channels): at each position a filter matrix with the patch
+ordered (row, column, channel).
 
-The computation is one batched matmul over positions, patches(L, K, B) -> out(L, O, B). The
-patches are gathered batch-innermost from a (C, H, W, B) copy of the input, so the gather is a
-copy of contiguous runs and every matmul operand is a plain row- or column-major matrix (the
-usual unfold + permute + bmm layout makes CPU bmm copy each of the L slices, and im2col/col2im
-dominate; see scripts/bench_lc.py). No intermediate is larger than the unfolded input (unlike the
+The computation is one batched matmul over positions, patches(L, B, K) @ weight(L, K, O) ->
+out(L, B, O). Activations come in and go out channels-last (the layout PyTorch's CPU pooling and
+ReLU are fastest on, and that a CNN built here runs in): the input is copied once to a padded
+(H, B, W, C) array, in which each patch row (k columns x C channels) is one contiguous run, and the
+output (H, W, B, O) becomes channels-last, with the bias added, by moving whole rows of O channels. The usual unfold +
+permute + bmm layout makes CPU bmm copy each of the L slices and spends its time in im2col/col2im
+and in transposes with the batch innermost (see scripts/bench_lc.py). Patches are gathered a block
+of output rows at a time, so no intermediate is larger than the unfolded input (unlike the
 batch x out x in x H x W x k^2 broadcast of common snippets).
 """
 from __future__ import annotations
@@ -24,26 +28,35 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> 
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _patches(x_chwb: torch.Tensor, k: int, stride: int, out_h: int, out_w: int) -> torch.Tensor:
-    """(C, H, W, B) padded input -> (positions, C*k*k, B) patches, K ordered (c, i, j) like unfold."""
-    channels, _, _, batch = x_chwb.shape
-    s_c, s_h, s_w, s_b = x_chwb.stride()
-    windows = x_chwb.as_strided((out_h, out_w, channels, k, k, batch), (stride * s_h, stride * s_w, s_c, s_h, s_w, s_b))
-    return windows.reshape(out_h * out_w, channels * k * k, batch)
+def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
+    """(H, B, W, C) padded input, from its first row of interest -> (rows * out_w, B, k*k*C) patches."""
+    _, batch, _, channels = x_hbwc.shape
+    s_h, s_b, s_w, s_c = x_hbwc.stride()
+    windows = x_hbwc.as_strided((rows, out_w, batch, k, k, channels), (stride * s_h, stride * s_w, s_b, s_h, s_w, s_c))
+    return windows.reshape(rows * out_w, batch, k * k * channels)
 
 
 # Patches are gathered a block of output rows at a time, about this many bytes per block: blocks
 # this size stay in cache between the gather and the matmul, and they are reused from the heap,
 # where one buffer for all rows (often over glibc's 32 MB mmap threshold) is mapped afresh and
 # page-faulted in on every call.
-BLOCK_BYTES = 2 * 2**20
+BLOCK_BYTES = 4 * 2**20
 
 
-def _row_blocks(x_chwb: torch.Tensor, k: int, out_h: int, out_w: int):
+def _row_blocks(x_hbwc: torch.Tensor, k: int, out_h: int, out_w: int):
     """(first row, row count) of each block of output rows."""
-    row_bytes = out_w * x_chwb.shape[0] * k * k * x_chwb.shape[3] * x_chwb.element_size()
+    _, batch, _, channels = x_hbwc.shape
+    row_bytes = out_w * batch * k * k * channels * x_hbwc.element_size()
     rows = max(1, min(out_h, BLOCK_BYTES // max(row_bytes, 1)))
     return [(first, min(rows, out_h - first)) for first in range(0, out_h, rows)]
+
+
+def _to_hbwc(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """(B, C, H, W) in any memory layout -> zero-padded (H + 2p, B, W + 2p, C), contiguous."""
+    batch, channels, height, width = x.shape
+    padded = x.new_zeros(height + 2 * padding, batch, width + 2 * padding, channels)
+    padded[padding:padding + height, :, padding:padding + width] = x.permute(2, 0, 3, 1)
+    return padded
 
 
 class _LocallyConnectedFunction(torch.autograd.Function):
@@ -55,56 +68,59 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
-        # The bias as (L, O, 1): the matmul starts from it (broadcast over the batch), which is one
-        # pass over the output instead of a separate broadcast add on the permuted output.
-        bias_lo = None if bias is None else bias.to(dtype).permute(1, 2, 0).reshape(out_h * out_w, -1, 1)
-        x_chwb = F.pad(x, (padding,) * 4).permute(1, 2, 3, 0).contiguous()
-        out = x.new_empty(out_h * out_w, weight.shape[1], batch)  # (L, O, B)
+        x_hbwc = _to_hbwc(x, padding)
+        out = x.new_empty(out_h * out_w, batch, weight.shape[2])  # (L, B, O)
         with torch.autocast(device_type, enabled=False):
-            for first, rows in _row_blocks(x_chwb, kernel_size, out_h, out_w):
+            for first, rows in _row_blocks(x_hbwc, kernel_size, out_h, out_w):
                 at = slice(first * out_w, (first + rows) * out_w)
-                patches = _patches(x_chwb[:, first * stride:], kernel_size, stride, rows, out_w)  # (l, K, B)
-                if bias_lo is None:
-                    torch.bmm(weight[at], patches, out=out[at])
-                else:
-                    torch.baddbmm(bias_lo[at], weight[at], patches, out=out[at])
+                patches = _patches(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)  # (l, B, K)
+                torch.bmm(patches, weight[at], out=out[at])
         # The padded input is saved, not the patches (k*k times smaller); backward gathers them again.
-        ctx.save_for_backward(x_chwb, weight)
+        ctx.save_for_backward(x_hbwc, weight)
         ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
-        return out.view(out_h, out_w, -1, batch).permute(3, 2, 0, 1)  # (B, O, out_h, out_w) view
+        # (H, W, B, O) -> channels-last (B, O, H, W), whole rows of O values at a time, plus the bias
+        # in the same pass.
+        out_bohw = out.view(out_h, out_w, batch, -1).permute(2, 3, 0, 1)
+        result = torch.empty_like(out_bohw, memory_format=torch.channels_last)
+        if bias is None:
+            return result.copy_(out_bohw)
+        bias_ohw = bias.to(dtype).permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels innermost, like the rest
+        return torch.add(out_bohw, bias_ohw, out=result)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x_chwb, weight = ctx.saved_tensors
+        x_hbwc, weight = ctx.saved_tensors
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
-        # contiguous: an upstream gradient may arrive expanded (stride 0, e.g. from .sum()), and bmm
-        # would copy such an operand slice by slice.
-        grad = grad_out.to(x_chwb.dtype).permute(2, 3, 1, 0).reshape(out_h * out_w, -1, batch).contiguous()  # (L, O, B)
+        grad = grad_out.to(x_hbwc.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
+        if grad.stride(2) != 1:  # bmm takes each position's (B, O) rows in place when channels are innermost
+            grad = grad.contiguous()
         need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_weight = torch.empty_like(weight) if need_weight else None
-        grad_chwb = torch.zeros_like(x_chwb) if need_x else None
-        for first, rows in _row_blocks(x_chwb, k, out_h, out_w):
+        grad_hbwc = torch.zeros_like(x_hbwc) if need_x else None
+        for first, rows in _row_blocks(x_hbwc, k, out_h, out_w):
             at = slice(first * out_w, (first + rows) * out_w)
             if need_weight:
-                patches = _patches(x_chwb[:, first * stride:], k, stride, rows, out_w)
-                torch.bmm(grad[at], patches.transpose(1, 2), out=grad_weight[at])
+                patches = _patches(x_hbwc[first * stride:], k, stride, rows, out_w)
+                torch.bmm(patches.transpose(1, 2), grad[at], out=grad_weight[at])
             if need_x:
-                grad_patches = torch.bmm(weight[at].transpose(1, 2), grad[at]).view(rows, out_w, channels, k, k, batch)
-                target = grad_chwb[:, first * stride:]
+                grad_patches = torch.bmm(grad[at], weight[at].transpose(1, 2)).view(rows, out_w, batch, k, k, channels)
+                target = grad_hbwc[first * stride:]
                 span_h, span_w = stride * (rows - 1) + 1, stride * (out_w - 1) + 1
                 for i in range(k):  # scatter each kernel offset back onto the (overlapping) input pixels
                     for j in range(k):
-                        target[:, i:i + span_h:stride, j:j + span_w:stride] += grad_patches[:, :, :, i, j].permute(2, 0, 1, 3)
+                        # (rows, out_w, B, C) patch values onto input rows i.., columns j.. of (H, B, W, C)
+                        target[i:i + span_h:stride, :, j:j + span_w:stride] += grad_patches[:, :, :, i, j].transpose(1, 2)
         grad_x = None
         if need_x:
-            grad_x = grad_chwb[:, padding:padding + height, padding:padding + width].permute(3, 0, 1, 2).to(x_dtype).contiguous()
+            interior = grad_hbwc[padding:padding + height, :, padding:padding + width]  # (H, B, W, C)
+            grad_x = interior.permute(1, 3, 0, 2).contiguous(memory_format=torch.channels_last).to(x_dtype)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight_dtype)
         grad_bias = None
         if ctx.needs_input_grad[2]:  # (L, O) summed over the batch -> (O, out_h, out_w)
-            grad_bias = grad.sum(2).view(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
+            grad_bias = grad.sum(1).view(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -127,7 +143,7 @@ class LocallyConnected2d(nn.Module):
         if min(self.output_size) < 1:
             raise ValueError(f"kernel {kernel_size} with padding {padding} does not fit input {input_size}")
         positions = self.output_size[0] * self.output_size[1]
-        self.weight = nn.Parameter(torch.empty(positions, out_channels, in_channels * kernel_size * kernel_size))
+        self.weight = nn.Parameter(torch.empty(positions, kernel_size * kernel_size * in_channels, out_channels))
         self.bias = nn.Parameter(torch.empty(out_channels, *self.output_size)) if bias else None
         self.reset_parameters()
 
@@ -139,10 +155,16 @@ class LocallyConnected2d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def as_conv_filters(self, weight_like: torch.Tensor) -> torch.Tensor:
+        """The weight (or a tensor laid out like it, such as its gradient) as one conv filter bank
+        per position: (positions, out_channels, in_channels, k, k), a view."""
+        k = self.kernel_size
+        return weight_like.view(-1, k, k, self.in_channels, self.out_channels).permute(0, 4, 3, 1, 2)
+
     @torch.no_grad()
     def copy_from_conv(self, conv: nn.Conv2d) -> "LocallyConnected2d":
         """Give every position the conv's filter and bias (then this layer computes the conv)."""
-        self.weight.copy_(conv.weight.reshape(self.out_channels, -1).expand_as(self.weight))
+        self.as_conv_filters(self.weight).copy_(conv.weight.unsqueeze(0).expand(len(self.weight), *conv.weight.shape))
         if self.bias is not None:
             self.bias.copy_(conv.bias.view(-1, 1, 1).expand_as(self.bias))
         return self
