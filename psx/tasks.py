@@ -178,7 +178,8 @@ class LanguageModeling:
         return {"loss": loss, "ppl": math.exp(loss)}
 
 
-def task_for(spec: DataSpec, cfg_model, cfg_dataset):
+def task_for(spec: DataSpec, cfg_model):
+    """The training objective and metrics for this kind of data (task weights from the model config)."""
     if spec.kind == TOKENS:
         return LanguageModeling(spec.seq_len)
     if spec.kind == MULTITASK:

@@ -143,7 +143,7 @@ def run(cfg: DictConfig) -> float | None:
         model = model.to(device)
         marks["model"] = time.perf_counter()
         summary.update(param_counts(model))
-        task = task_for(data.spec, cfg.model, cfg.dataset)
+        task = task_for(data.spec, cfg.model)
         log.info(
             "%s on %s (%s training %s), %s unique parameters, device %s",
             cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,

@@ -6,11 +6,15 @@ same run, on the same machine (medians of several repeats).
             cnn_shared on MNIST (digits if MNIST is not in the data folder) and lm_untied (small) on
             a PTB prefix, when PTB is there.
   lc        LocallyConnected2d vs Conv2d forward+backward at the shapes of cnn_unshared on MNIST and
-            CIFAR-10, batch 128 (target <= 2x); the input layers as the model runs them, without a
-            gradient for the images (scripts/bench_lc.py times every layer with one).
-  rnn       rnn_unshared vs rnn_shared, seconds per training epoch on the same rows (target <= 1.5x).
+            CIFAR-10, batch 128, channels-last as the CNNs run (target <= 2x); the input layers as
+            the model runs them, without a gradient for the images (scripts/bench_lc.py times
+            every layer with one).
+  rnn       rnn_unshared vs rnn_shared (PyTorch's fused LSTM), seconds per training epoch on the
+            same rows (target <= 1.5x); and vs rnn_unshared's own step loop given one shared weight
+            set, which separates the cost of not sharing from the fused kernel's advantage.
   startup   `psx --help` (target < 0.5 s), `psx train --cfg job` (< 3 s), and the seconds from process
-            start to the end of the first training step of a digits run (< 2 s), with its breakdown.
+            start to the end of the first training step of a digits run (< 2 s), with its breakdown,
+            against a plain script that reads the digits, builds the same CNN and takes one step.
   sweep     the digits cnn_sharing_vs_datasize grid: Hydra's basic launcher vs joblib with 2 jobs
             (target >= 1.6x on 2 cores), and the ceiling set by how well one job already uses
             both cores through torch's threads.
@@ -21,7 +25,8 @@ do the same work.
     python scripts/bench.py [--only trainer lc rnn startup sweep] [--json bench.json] [--quick]
 
 Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
-processes on the machine distort every figure: run it on an idle machine.
+processes on the machine distort every figure: run it on an idle machine. Host memory is kept for
+reuse (device.reuse_host_memory, a psx run's default) for psx and the baselines alike.
 """
 from __future__ import annotations
 
@@ -109,7 +114,7 @@ def trainer_overhead(name, overrides, epochs, repeats):
     data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
     torch.manual_seed(0)
     template = build_model(cfg.model, data.spec)
-    task = task_for(data.spec, cfg.model, cfg.dataset)
+    task = task_for(data.spec, cfg.model)
     items = len(data.train)
 
     psx_rates, raw_rates = [], []
@@ -202,7 +207,7 @@ def rnn_epoch_ratio(dataset, repeats, quick):
             torch.manual_seed(0)
             model = build_model(cfg.model, data.spec)
             model = transform(model) if transform else model
-            result = Trainer(cfg.trainer, seed=0).fit(model, data, task_for(data.spec, cfg.model, cfg.dataset))
+            result = Trainer(cfg.trainer, seed=0).fit(model, data, task_for(data.spec, cfg.model))
             times.append(result.history[-1]["time/epoch_s"])
         seconds[arm] = statistics.median(times)
     unshared = seconds["rnn_unshared"]
