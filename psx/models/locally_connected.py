@@ -8,9 +8,9 @@ The computation is one batched matmul over positions, patches(L, B, K) @ weight(
 out(L, B, O). Activations come in and go out channels-last (the layout PyTorch's CPU pooling and
 ReLU are fastest on, and that a CNN built here runs in): the input is copied once to a padded
 (H, B, W, C) array, in which each patch row (k columns x C channels) is one contiguous run, and the
-output (H, W, B, O) becomes channels-last, with the bias added, by moving whole rows of O channels. The usual unfold +
-permute + bmm layout makes CPU bmm copy each of the L slices and spends its time in im2col/col2im
-and in transposes with the batch innermost (see scripts/bench_lc.py). Patches are gathered a block
+output (H, W, B, O) becomes channels-last, with the bias added, by moving whole rows of O channels.
+The usual unfold + permute + bmm layout makes CPU bmm copy each of the L slices and spends its time
+in im2col/col2im and in transposes with the batch innermost (see scripts/bench_lc.py). Patches are gathered a block
 of output rows at a time, so no intermediate is larger than the unfolded input (unlike the
 batch x out x in x H x W x k^2 broadcast of common snippets).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
