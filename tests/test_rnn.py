@@ -42,3 +42,30 @@ def test_rnn_on_token_data_is_a_clear_error():
     tokens = DataSpec(name="ptb", input_shape=(35,), num_classes=10000, kind="tokens")
     with pytest.raises(PsxError, match="takes images"):
         build_model(model_cfg("rnn_shared"), tokens)
+
+
+def test_unshared_lstm_function_passes_gradcheck_in_float64():
+    from psx.models.unshared_lstm import UnsharedLSTMFunction
+
+    torch.manual_seed(0)
+    steps, batch, inputs, hidden = 4, 3, 5, 6
+    shapes = [(steps, batch, inputs), (steps, 4 * hidden, inputs), (steps, 4 * hidden, hidden), (steps, 4 * hidden), (steps, 4 * hidden)]
+    args = [torch.randn(*shape, dtype=torch.float64).mul(0.5).requires_grad_() for shape in shapes]
+    assert torch.autograd.gradcheck(UnsharedLSTMFunction.apply, args)
+
+
+def test_unshared_lstm_function_equals_autograd_over_the_step_loop():
+    """The hand-written backward pass gives the gradients autograd gives over the plain loop."""
+    torch.manual_seed(0)
+    layer = build_model(model_cfg("rnn_unshared", cell="lstm", hidden_size=16), MNIST_LIKE).double().layers[0]
+    x = torch.randn(7, 28, 28, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(7, 28, 16, dtype=torch.float64)  # a gradient for every step's output
+    results = []
+    for forward in (layer.forward, layer.step_loop):
+        layer.zero_grad()
+        x.grad = None
+        out = forward(x)
+        (out * weights).sum().backward()
+        results.append([out.detach(), x.grad, *(p.grad for p in layer.parameters())])
+    for fast, reference in zip(*results):
+        torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-12)

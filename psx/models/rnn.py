@@ -6,6 +6,8 @@ for digits); the class is predicted from the top layer's last hidden state.
 `rnn_shared` uses PyTorch's fused nn.RNN / nn.GRU / nn.LSTM. `rnn_unshared` has the same cell
 math with its own weights at every step, stacked in one tensor per layer (steps, gates*hidden, in):
 the input projections of all steps are one batched matmul, the recurrence one matmul per step.
+The LSTM (the default cell) runs as one autograd Function with a hand-written backward pass
+(unshared_lstm.py); the other cells as autograd over the step loop.
 Gate order and formulas follow PyTorch's, so copying the shared weights to every step reproduces
 the shared model exactly.
 """
@@ -19,6 +21,7 @@ from torch import nn
 
 from psx.data.spec import DataSpec
 from psx.errors import PsxError
+from psx.models.unshared_lstm import UnsharedLSTMFunction
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -52,6 +55,14 @@ class PerStepRecurrentLayer(nn.Module):
             getattr(self, name).copy_(source.unsqueeze(0).expand_as(getattr(self, name)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, in) -> (B, T, hidden)
+        if self.cell == "lstm" and not torch.is_autocast_enabled(x.device.type):
+            weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+            return UnsharedLSTMFunction.apply(x.transpose(0, 1), *weights).transpose(0, 1)
+        return self.step_loop(x)
+
+    def step_loop(self, x: torch.Tensor) -> torch.Tensor:
+        """The recurrence as plain autograd ops, step by step: every cell type, and LSTM under
+        autocast (the Function above runs in the weights' dtype)."""
         batch = x.shape[0]
         # All steps' input projections at once: (T, B, in) @ (T, in, gates) -> (T, B, gates).
         # Outside GRU both biases only ever appear summed, so they are added here once for all steps.
