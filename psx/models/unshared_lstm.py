@@ -28,18 +28,23 @@ class UnsharedLSTMFunction(torch.autograd.Function):
         c = x.new_zeros(steps + 1, batch, hidden)
         tanh_c = x.new_empty(steps, batch, hidden)
         g_slice = slice(2 * hidden, 3 * hidden)
+        # Every per-step view made up front, by one unbind each: a view made by indexing inside
+        # the loop costs more Python and dispatch time than the small op that uses it.
+        pre_t, gates_t, h_t, c_t, tanh_c_t = (v.unbind(0) for v in (pre, gates, h, c, tanh_c))
+        pre_g_t, gates_g_t = pre[..., g_slice].unbind(0), gates[..., g_slice].unbind(0)
+        i_t, f_t, g_t, o_t = (part.unbind(0) for part in gates.chunk(4, 2))
+        weight_hh_t = weight_hh.transpose(1, 2).unbind(0)
         for t in range(steps):
-            pre[t].addmm_(h[t], weight_hh[t].t())
+            pre_t[t].addmm_(h_t[t], weight_hh_t[t])
             # g = tanh(x) as 2 sigmoid(2x) - 1: one sigmoid over all four gates and two cheap
             # scalings cost well under half of a separate tanh over a strided slice on CPU.
-            pre[t, :, g_slice].mul_(2)
-            torch.sigmoid(pre[t], out=gates[t])
-            gates[t, :, g_slice].mul_(2).sub_(1)
-            i, f, g, o = gates[t].chunk(4, 1)
-            torch.mul(f, c[t], out=c[t + 1])
-            c[t + 1].addcmul_(i, g)
-            torch.tanh(c[t + 1], out=tanh_c[t])
-            torch.mul(o, tanh_c[t], out=h[t + 1])
+            pre_g_t[t].mul_(2)
+            torch.sigmoid(pre_t[t], out=gates_t[t])
+            gates_g_t[t].mul_(2).sub_(1)
+            torch.mul(f_t[t], c_t[t], out=c_t[t + 1])
+            c_t[t + 1].addcmul_(i_t[t], g_t[t])
+            torch.tanh(c_t[t + 1], out=tanh_c_t[t])
+            torch.mul(o_t[t], tanh_c_t[t], out=h_t[t + 1])
         ctx.save_for_backward(x, weight_ih, weight_hh, gates, h, c, tanh_c)
         return h[1:]
 
@@ -52,27 +57,31 @@ class UnsharedLSTMFunction(torch.autograd.Function):
         dh = torch.zeros_like(h[0])
         dc = torch.zeros_like(c[0])
         ones = torch.ones_like(dc)
+        g_slice = slice(2 * hidden, 3 * hidden)
+        gates_t, c_t, tanh_c_t, grad_h_t, grad_pre_t, weight_hh_t = (
+            v.unbind(0) for v in (gates, c, tanh_c, grad_h, grad_pre, weight_hh))
+        i_t, f_t, g_t, o_t = (part.unbind(0) for part in gates.chunk(4, 2))
+        grad_i_t, grad_f_t, grad_g_t, grad_o_t = (part.unbind(0) for part in grad_pre.chunk(4, 2))
         # Step by step, on one step's tensors at a time (they stay in cache): a pass over all
         # steps' gates at once costs more than the few extra small ops.
         for t in reversed(range(steps)):
-            i, f, g, o = gates[t].chunk(4, 1)
-            dh += grad_h[t]
-            dc_from_dh = torch.addcmul(ones, tanh_c[t], tanh_c[t], value=-1).mul_(o)   # o * tanh'(c)
+            dh += grad_h_t[t]
+            dc_from_dh = torch.addcmul(ones, tanh_c_t[t], tanh_c_t[t], value=-1).mul_(o_t[t])  # o * tanh'(c)
             dc.addcmul_(dh, dc_from_dh)
-            step_grad = grad_pre[t]                      # d loss / d pre-activation, filled in place
-            grad_i, grad_f, grad_g, grad_o = step_grad.chunk(4, 1)
-            torch.mul(dc, g, out=grad_i)
-            torch.mul(dc, c[t], out=grad_f)
-            torch.mul(dc, i, out=grad_g)
-            torch.mul(dh, tanh_c[t], out=grad_o)
-            derivative = torch.addcmul(gates[t], gates[t], gates[t], value=-1)   # sigmoid': s - s^2
-            torch.addcmul(ones, g, g, value=-1, out=derivative[:, 2 * hidden:3 * hidden])  # tanh': 1 - g^2
-            step_grad.mul_(derivative)
-            dc.mul_(f)
-            dh = step_grad @ weight_hh[t]
-        grad_pre_t = grad_pre.transpose(1, 2)                              # (T, 4H, B)
+            # d loss / d gate activations, written into this step's slice of grad_pre ...
+            torch.mul(dc, g_t[t], out=grad_i_t[t])
+            torch.mul(dc, c_t[t], out=grad_f_t[t])
+            torch.mul(dc, i_t[t], out=grad_g_t[t])
+            torch.mul(dh, tanh_c_t[t], out=grad_o_t[t])
+            # ... times the activations' derivatives: s - s^2 for the sigmoids, 1 - g^2 for tanh
+            derivative = torch.addcmul(gates_t[t], gates_t[t], gates_t[t], value=-1)
+            torch.addcmul(ones, g_t[t], g_t[t], value=-1, out=derivative[:, g_slice])
+            grad_pre_t[t].mul_(derivative)
+            dc.mul_(f_t[t])
+            dh = grad_pre_t[t] @ weight_hh_t[t]
+        grad_pre_by_gate = grad_pre.transpose(1, 2)                        # (T, 4H, B)
         grad_x = torch.bmm(grad_pre, weight_ih) if ctx.needs_input_grad[0] else None
-        grad_weight_ih = torch.bmm(grad_pre_t, x)
-        grad_weight_hh = torch.bmm(grad_pre_t, h[:-1])
+        grad_weight_ih = torch.bmm(grad_pre_by_gate, x)
+        grad_weight_hh = torch.bmm(grad_pre_by_gate, h[:-1])
         grad_bias = grad_pre.sum(1)  # both biases are summed into every pre-activation
         return grad_x, grad_weight_ih, grad_weight_hh, grad_bias, grad_bias.clone()
