@@ -78,13 +78,19 @@ def test_kernel_that_does_not_fit_is_rejected():
         LocallyConnected2d(1, 1, (2, 2), 5)
 
 
+# (in, out) channels at kernel 3: patches (K = 18) gathered again in backward, or kept (K = 9 <= 12).
+BACKWARD_PATHS = [(2, 3), (1, 12)]
+
+
+@pytest.mark.parametrize("channels", BACKWARD_PATHS)
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
-def test_hand_written_backward_passes_gradcheck(stride, padding):
+def test_hand_written_backward_passes_gradcheck(stride, padding, channels):
     from psx.models.locally_connected import _LocallyConnectedFunction
 
     torch.manual_seed(0)
-    lc = LocallyConnected2d(2, 3, (5, 6), 3, stride, padding).double()
-    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    in_ch, out_ch = channels
+    lc = LocallyConnected2d(in_ch, out_ch, (5, 6), 3, stride, padding).double()
+    x = torch.randn(2, in_ch, 5, 6, dtype=torch.float64, requires_grad=True)
     weight = lc.weight.detach().clone().requires_grad_(True)
     bias = lc.bias.detach().clone().requires_grad_(True)
 
@@ -94,20 +100,22 @@ def test_hand_written_backward_passes_gradcheck(stride, padding):
     assert torch.autograd.gradcheck(forward, (x, weight, bias))
 
 
+@pytest.mark.parametrize("channels", [(3, 4), (1, 12)])  # patches gathered again in backward / kept
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 2)])
-def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, stride, padding):
+def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, stride, padding, channels):
     """Patches are gathered a block of output rows at a time; one row per block must change nothing."""
     import psx.models.locally_connected as module
 
     torch.manual_seed(0)
-    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=padding).double()
-    lc = LocallyConnected2d(3, 4, (9, 7), 3, stride, padding).double().copy_from_conv(conv)
-    x = torch.randn(5, 3, 9, 7, dtype=torch.float64, requires_grad=True)
+    in_ch, out_ch = channels
+    conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding).double()
+    lc = LocallyConnected2d(in_ch, out_ch, (9, 7), 3, stride, padding).double().copy_from_conv(conv)
+    x = torch.randn(5, in_ch, 9, 7, dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn_like(conv(x))
     results = []
     for block_bytes in (module.BLOCK_BYTES, 1):  # all rows in one block, then one row per block
         monkeypatch.setattr(module, "BLOCK_BYTES", block_bytes)
-        assert len(module._row_blocks(torch.empty(9, 5, 7, 3, dtype=torch.float64), 3, *lc.output_size)) == (
+        assert len(module._row_blocks((9, 5, 7, in_ch), 8, 3, *lc.output_size)) == (
             1 if block_bytes > 1 else lc.output_size[0])
         lc.zero_grad()
         x.grad = None

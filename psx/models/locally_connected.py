@@ -27,12 +27,17 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> 
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
-    """(H, B, W, C) padded input, from its first row of interest -> (rows * out_w, B, k*k*C) patches."""
+def _windows(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
+    """(H, B, W, C) padded input, from its first row of interest -> a (rows, out_w, B, k, k, C) view."""
     _, batch, _, channels = x_hbwc.shape
     s_h, s_b, s_w, s_c = x_hbwc.stride()
-    windows = x_hbwc.as_strided((rows, out_w, batch, k, k, channels), (stride * s_h, stride * s_w, s_b, s_h, s_w, s_c))
-    return windows.reshape(rows * out_w, batch, k * k * channels)
+    return x_hbwc.as_strided((rows, out_w, batch, k, k, channels), (stride * s_h, stride * s_w, s_b, s_h, s_w, s_c))
+
+
+def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
+    """(H, B, W, C) padded input, from its first row of interest -> (rows * out_w, B, k*k*C) patches."""
+    windows = _windows(x_hbwc, k, stride, rows, out_w)
+    return windows.reshape(rows * out_w, windows.shape[2], -1)
 
 
 # Patches are gathered a block of output rows at a time, about this many bytes per block: blocks
@@ -42,10 +47,10 @@ def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -
 BLOCK_BYTES = 4 * 2**20
 
 
-def _row_blocks(x_hbwc: torch.Tensor, k: int, out_h: int, out_w: int):
+def _row_blocks(x_hbwc_shape, itemsize: int, k: int, out_h: int, out_w: int):
     """(first row, row count) of each block of output rows."""
-    _, batch, _, channels = x_hbwc.shape
-    row_bytes = out_w * batch * k * k * channels * x_hbwc.element_size()
+    _, batch, _, channels = x_hbwc_shape
+    row_bytes = out_w * batch * k * k * channels * itemsize
     rows = max(1, min(out_h, BLOCK_BYTES // max(row_bytes, 1)))
     return [(first, min(rows, out_h - first)) for first in range(0, out_h, rows)]
 
@@ -68,14 +73,24 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
         x_hbwc = _to_hbwc(x, padding)
-        out = x.new_empty(out_h * out_w, batch, weight.shape[2])  # (L, B, O)
+        positions, patch_size, out_channels = weight.shape
+        out = x.new_empty(positions, batch, out_channels)  # (L, B, O)
+        # Patches no larger than this layer's output (K <= O: a first layer, on few channels) are kept
+        # for the backward pass, which then need not gather them again; larger ones are gathered a
+        # block at a time, twice, and only the padded input (k*k times smaller) is kept.
+        keep = x.new_empty(positions, batch, patch_size) if patch_size <= out_channels else None
         with torch.autocast(device_type, enabled=False):
-            for first, rows in _row_blocks(x_hbwc, kernel_size, out_h, out_w):
+            for first, rows in _row_blocks(x_hbwc.shape, x_hbwc.element_size(), kernel_size, out_h, out_w):
                 at = slice(first * out_w, (first + rows) * out_w)
-                patches = _patches(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)  # (l, B, K)
+                windows = _windows(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)
+                if keep is None:
+                    patches = windows.reshape(rows * out_w, batch, patch_size)  # (l, B, K)
+                else:
+                    patches = keep[at]
+                    patches.view(windows.shape).copy_(windows)
                 torch.bmm(patches, weight[at], out=out[at])
-        # The padded input is saved, not the patches (k*k times smaller); backward gathers them again.
-        ctx.save_for_backward(x_hbwc, weight)
+        ctx.save_for_backward(x_hbwc if keep is None else keep, weight)
+        ctx.kept_patches = keep is not None
         ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
         # (H, W, B, O) -> channels-last (B, O, H, W), whole rows of O values at a time, plus the bias
         # in the same pass.
@@ -89,19 +104,20 @@ class _LocallyConnectedFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x_hbwc, weight = ctx.saved_tensors
+        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, B, K) or the padded input
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
-        grad = grad_out.to(x_hbwc.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
+        grad = grad_out.to(saved.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
         if grad.stride(2) != 1:  # bmm takes each position's (B, O) rows in place when channels are innermost
             grad = grad.contiguous()
         need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        padded_shape = (height + 2 * padding, batch, width + 2 * padding, channels)
         grad_weight = torch.empty_like(weight) if need_weight else None
-        grad_hbwc = torch.zeros_like(x_hbwc) if need_x else None
-        for first, rows in _row_blocks(x_hbwc, k, out_h, out_w):
+        grad_hbwc = saved.new_zeros(padded_shape) if need_x else None
+        for first, rows in _row_blocks(padded_shape, saved.element_size(), k, out_h, out_w):
             at = slice(first * out_w, (first + rows) * out_w)
             if need_weight:
-                patches = _patches(x_hbwc[first * stride:], k, stride, rows, out_w)
+                patches = saved[at] if ctx.kept_patches else _patches(saved[first * stride:], k, stride, rows, out_w)
                 torch.bmm(patches.transpose(1, 2), grad[at], out=grad_weight[at])
             if need_x:
                 grad_patches = torch.bmm(grad[at], weight[at].transpose(1, 2)).view(rows, out_w, batch, k, k, channels)
