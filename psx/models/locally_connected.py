@@ -12,7 +12,9 @@ output (H, W, B, O) becomes channels-last, with the bias added, by moving whole 
 The usual unfold + permute + bmm layout makes CPU bmm copy each of the L slices and spends its time
 in im2col/col2im and in transposes with the batch innermost (see scripts/bench_lc.py). Patches are gathered a block
 of output rows at a time, so no intermediate is larger than the unfolded input (unlike the
-batch x out x in x H x W x k^2 broadcast of common snippets).
+batch x out x in x H x W x k^2 broadcast of common snippets). A first layer on few channels keeps
+its patches for the backward pass (they are no larger than its output); other layers keep only
+the padded input and gather the patches again.
 """
 from __future__ import annotations
 
