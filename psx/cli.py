@@ -78,9 +78,11 @@ def train_command(args: list[str]) -> int:
     only_shows_something = parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
-            preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
+            workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
         except PsxError as e:
             fail(str(e))
+        if workers is not None:
+            workers.wait()  # before the launcher's own joblib call, which reuses them
 
     from psx.hydra_app import hydra_train
 
@@ -212,25 +214,33 @@ def _parse_overrides(overrides: list[str]):
     return parsed
 
 
-def _composed(config_name: str, variants: list[list[str]]):
-    """Compose and validate each list of overrides; yields the configs."""
+def _composed(config_name: str, variants: list[list[str]], on_hydra=None):
+    """Compose and validate each list of overrides; yields the configs. on_hydra, if given, is
+    called with the first config's `hydra` node (a dict, unresolved) before anything imports torch."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     from psx.config import validate
-    from psx.data import describe
-    from psx.device import check_precision, resolve_device
     from psx.errors import PsxError
     from psx.hydra_app import config_dir
-    from psx.models import check_fits
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
-        for variant in variants:
+        for index, variant in enumerate(variants):
             try:
-                cfg = compose(config_name=config_name, overrides=variant)
+                cfg = compose(config_name=config_name, overrides=variant, return_hydra_config=on_hydra is not None)
             except (HydraException, OmegaConfBaseException) as e:
                 raise PsxError(_composition_error(e)) from None
+            if "hydra" in cfg:
+                if index == 0:
+                    on_hydra(OmegaConf.to_container(cfg.hydra, resolve=False))
+                with open_dict(cfg):  # as compose() leaves it without return_hydra_config
+                    del cfg["hydra"]
+            from psx.data import describe  # these import torch
+            from psx.device import check_precision, resolve_device
+            from psx.models import check_fits
+
             validate(cfg)
             check_fits(cfg.model, describe(cfg.dataset))  # model vs data shape/kind, nothing loaded
             check_precision(cfg.trainer.precision, resolve_device(cfg.device))
@@ -246,10 +256,12 @@ def require_data(configs) -> None:
         require(cfg.dataset, cfg.paths.data_dir)
 
 
-def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
+def preflight(overrides: list[str], multirun: bool, config_name: str):
     """Compose and validate the config before Hydra starts any job, so a bad override or an
     unavailable device ends with one clear line instead of a failed run (or a failed sweep).
-    In a sweep every listed value is checked once, each with the other overrides' first values."""
+    In a sweep every listed value is checked once, each with the other overrides' first values.
+    A sweep on the joblib launcher gets its worker processes started meanwhile; returns that
+    start (a psx.joblib_workers.WorkerStart), or None."""
     from psx.errors import PsxError
 
     base, sweeps = [], []
@@ -271,8 +283,24 @@ def preflight(overrides: list[str], multirun: bool, config_name: str) -> None:
             variant = list(variants[0])
             variant[i] = value
             variants.append(variant)
-    configs = list(_composed(config_name, [base + variant for variant in variants]))
-    require_data(configs)
+    started = []
+
+    def start_joblib_workers(hydra):
+        from psx.joblib_workers import start_for_sweep
+
+        workers = start_for_sweep(hydra, overrides)
+        if workers is not None:
+            started.append(workers)
+
+    try:
+        configs = list(_composed(config_name, [base + variant for variant in variants],
+                                 on_hydra=start_joblib_workers if multirun else None))
+        require_data(configs)
+    except BaseException:
+        for workers in started:
+            workers.cancel()
+        raise
+    return started[0] if started else None
 
 
 def _composition_error(e: Exception) -> str:

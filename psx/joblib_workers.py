@@ -1,0 +1,111 @@
+"""Start the joblib launcher's worker processes while `psx train -m` is still checking the sweep.
+
+Hydra's joblib launcher runs the jobs in loky worker processes, and each worker's first job would
+first import torch and psx, and torch._dynamo (every torch optimizer imports it when created):
+seconds per worker, spent after the sweep has been checked and composed. joblib keeps its loky
+workers for the next Parallel call made with the same arguments, so psx makes one such call
+early, in a background thread, with tasks that only do those imports; the launcher's own call
+then reuses the warm workers. Any failure here only loses the head start: the launcher starts
+its workers as usual.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+
+def import_job_modules() -> int:
+    """Runs in a worker: what a job would import first. Returns the worker's pid."""
+    import torch._dynamo  # noqa: F401
+
+    import psx.train  # noqa: F401
+
+    return os.getpid()
+
+
+def parallel_arguments(launcher: dict[str, Any]) -> dict[str, Any]:
+    """joblib.Parallel's arguments exactly as Hydra's joblib launcher builds them from its config."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    arguments = {key: value for key, value in launcher.items() if key != "_target_"}
+    arguments["backend"] = "loky"  # hard-coded by the launcher too
+    process_joblib_cfg(arguments)
+    return arguments
+
+
+def worker_count(n_jobs: int) -> int:
+    from joblib import effective_n_jobs
+
+    return effective_n_jobs(n_jobs)
+
+
+def sweep_size(params: dict[str, Any], overrides: list[str]) -> int:
+    """Jobs in a basic-sweeper sweep: the product of the value counts of hydra.sweeper.params,
+    with command-line overrides (which come after the params) replacing a key's values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = {str(key): f"{key}={value}" for key, value in params.items()}
+    parser = OverridesParser.create()
+    for override in parser.parse_overrides(overrides):
+        lines[override.get_key_element()] = override.input_line
+    size = 1
+    for override in parser.parse_overrides(list(lines.values())):
+        size *= len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+    return size
+
+
+class WorkerStart:
+    """The early Parallel call, in a daemon thread; `wait()` before the launcher's own call.
+    Imports in at most as many workers as the sweep has jobs (torch in a worker without a job
+    would waste memory and time)."""
+
+    def __init__(self, launcher: dict[str, Any], jobs: int):
+        self.pids: list[int] = []
+        self.error: BaseException | None = None
+        arguments = parallel_arguments(launcher)
+        workers = min(worker_count(arguments.get("n_jobs") or 1), jobs)
+        if workers < 2:  # joblib runs a single job in this process: nothing to start
+            self._thread = None
+            return
+        # The same arguments as the launcher's call (n_jobs included: joblib reuses its workers
+        # only for identical ones), with one import task per worker that will get a job.
+        self._thread = threading.Thread(target=self._run, args=(arguments, workers), daemon=True)
+        self._thread.start()
+
+    def _run(self, arguments: dict[str, Any], workers: int) -> None:
+        from joblib import Parallel, delayed
+
+        try:
+            self.pids = Parallel(**arguments)(delayed(import_job_modules)() for _ in range(workers))
+        except BaseException as e:  # noqa: BLE001 - only the head start is lost; the launcher reports real errors
+            self.error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def cancel(self) -> None:
+        """The sweep will not run (it failed its checks): kill the workers rather than wait for
+        their imports. loky keeps the reusable executor in a module global; without it, there is
+        nothing to stop."""
+        from joblib.externals.loky import reusable_executor
+
+        executor = getattr(reusable_executor, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, kill_workers=True)
+
+
+def start_for_sweep(hydra: dict[str, Any], overrides: list[str]) -> WorkerStart | None:
+    """A WorkerStart if the sweep runs on the joblib launcher with Hydra's basic sweeper (whose
+    job count is known in advance); None otherwise, or if the config is not understood (then
+    the launcher starts its workers itself)."""
+    launcher, sweeper = hydra.get("launcher") or {}, hydra.get("sweeper") or {}
+    if "hydra_joblib_launcher" not in str(launcher.get("_target_", "")):
+        return None
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    try:
+        return WorkerStart(launcher, sweep_size(sweeper.get("params") or {}, overrides))
+    except Exception:  # e.g. n_jobs given as an interpolation: no head start, nothing else changes
+        return None
