@@ -69,3 +69,18 @@ def test_unshared_lstm_function_equals_autograd_over_the_step_loop():
         results.append([out.detach(), x.grad, *(p.grad for p in layer.parameters())])
     for fast, reference in zip(*results):
         torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_unshared_lstm_function_skips_frozen_weights_and_keeps_the_other_gradients():
+    torch.manual_seed(0)
+    layer = build_model(model_cfg("rnn_unshared", cell="lstm", hidden_size=8), DIGITS).double().layers[0]
+    x = torch.randn(3, 8, 8, dtype=torch.float64)
+    layer(x).sum().backward()
+    full = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    layer.zero_grad(set_to_none=True)
+    layer.weight_ih.requires_grad_(False)
+    layer.bias_hh.requires_grad_(False)
+    layer(x).sum().backward()
+    assert layer.weight_ih.grad is None and layer.bias_hh.grad is None
+    for name in ("weight_hh", "bias_ih"):
+        torch.testing.assert_close(getattr(layer, name).grad, full[name], rtol=0, atol=0)

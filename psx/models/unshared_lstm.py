@@ -79,9 +79,12 @@ class UnsharedLSTMFunction(torch.autograd.Function):
             grad_pre_t[t].mul_(derivative)
             dc.mul_(f_t[t])
             dh = grad_pre_t[t] @ weight_hh_t[t]
+        # The rest only where a gradient is wanted (the input of a first layer, frozen weights).
+        need_x, need_ih, need_hh, need_bias_ih, need_bias_hh = ctx.needs_input_grad
         grad_pre_by_gate = grad_pre.transpose(1, 2)                        # (T, 4H, B)
-        grad_x = torch.bmm(grad_pre, weight_ih) if ctx.needs_input_grad[0] else None
-        grad_weight_ih = torch.bmm(grad_pre_by_gate, x)
-        grad_weight_hh = torch.bmm(grad_pre_by_gate, h[:-1])
-        grad_bias = grad_pre.sum(1)  # both biases are summed into every pre-activation
-        return grad_x, grad_weight_ih, grad_weight_hh, grad_bias, grad_bias.clone()
+        grad_x = torch.bmm(grad_pre, weight_ih) if need_x else None
+        grad_weight_ih = torch.bmm(grad_pre_by_gate, x) if need_ih else None
+        grad_weight_hh = torch.bmm(grad_pre_by_gate, h[:-1]) if need_hh else None
+        grad_bias = grad_pre.sum(1) if need_bias_ih or need_bias_hh else None  # both are summed into every pre-activation
+        grad_bias_hh = grad_bias.clone() if need_bias_ih and need_bias_hh else grad_bias
+        return grad_x, grad_weight_ih, grad_weight_hh, grad_bias if need_bias_ih else None, grad_bias_hh if need_bias_hh else None
