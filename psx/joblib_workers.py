@@ -34,12 +34,6 @@ def parallel_arguments(launcher: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def worker_count(n_jobs: int) -> int:
-    from joblib import effective_n_jobs
-
-    return effective_n_jobs(n_jobs)
-
-
 def sweep_size(params: dict[str, Any], overrides: list[str]) -> int:
     """Jobs in a basic-sweeper sweep: the product of the value counts of hydra.sweeper.params,
     with command-line overrides (which come after the params) replacing a key's values."""
@@ -63,8 +57,10 @@ class WorkerStart:
     def __init__(self, launcher: dict[str, Any], jobs: int):
         self.pids: list[int] = []
         self.error: BaseException | None = None
+        from joblib import effective_n_jobs
+
         arguments = parallel_arguments(launcher)
-        workers = min(worker_count(arguments.get("n_jobs") or 1), jobs)
+        workers = min(effective_n_jobs(arguments.get("n_jobs") or 1), jobs)
         if workers < 2:  # joblib runs a single job in this process: nothing to start
             self._thread = None
             return

@@ -84,10 +84,10 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         with torch.autocast(device_type, enabled=False):
             for first, rows in _row_blocks(x_hbwc.shape, x_hbwc.element_size(), kernel_size, out_h, out_w):
                 at = slice(first * out_w, (first + rows) * out_w)
-                windows = _windows(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)
                 if keep is None:
-                    patches = windows.reshape(rows * out_w, batch, patch_size)  # (l, B, K)
+                    patches = _patches(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)  # (l, B, K)
                 else:
+                    windows = _windows(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)
                     patches = keep[at]
                     patches.view(windows.shape).copy_(windows)
                 torch.bmm(patches, weight[at], out=out[at])

@@ -85,6 +85,8 @@ class UnsharedLSTMFunction(torch.autograd.Function):
         grad_x = torch.bmm(grad_pre, weight_ih) if need_x else None
         grad_weight_ih = torch.bmm(grad_pre_by_gate, x) if need_ih else None
         grad_weight_hh = torch.bmm(grad_pre_by_gate, h[:-1]) if need_hh else None
-        grad_bias = grad_pre.sum(1) if need_bias_ih or need_bias_hh else None  # both are summed into every pre-activation
-        grad_bias_hh = grad_bias.clone() if need_bias_ih and need_bias_hh else grad_bias
-        return grad_x, grad_weight_ih, grad_weight_hh, grad_bias if need_bias_ih else None, grad_bias_hh if need_bias_hh else None
+        # Both biases are summed into every pre-activation; each gets a tensor of its own, as the
+        # parameters' .grad must not share one.
+        grad_bias_ih = grad_pre.sum(1) if need_bias_ih else None
+        grad_bias_hh = grad_pre.sum(1) if need_bias_hh else None
+        return grad_x, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh
