@@ -7,14 +7,16 @@ ordered (row, column, channel).
 The computation is one batched matmul over positions, patches(L, B, K) @ weight(L, K, O) ->
 out(L, B, O). Activations come in and go out channels-last (the layout PyTorch's CPU pooling and
 ReLU are fastest on, and that a CNN built here runs in): the input is copied once to a padded
-(H, B, W, C) array, in which each patch row (k columns x C channels) is one contiguous run, and the
-output (H, W, B, O) becomes channels-last, with the bias added, by moving whole rows of O channels.
-The usual unfold + permute + bmm layout makes CPU bmm copy each of the L slices and spends its time
-in im2col/col2im and in transposes with the batch innermost (see scripts/bench_lc.py). Patches are gathered a block
-of output rows at a time, so no intermediate is larger than the unfolded input (unlike the
-batch x out x in x H x W x k^2 broadcast of common snippets). A first layer on few channels keeps
-its patches for the backward pass (they are no larger than its output); other layers keep only
-the padded input and gather the patches again.
+(H, B, W, C) array, in which each patch row (k columns x C channels) is one contiguous run, and each
+block of output rows (l, B, O) becomes channels-last, with the bias added, by moving whole rows of
+O channels while the block is still in cache. The usual unfold + permute + bmm layout makes CPU bmm
+copy each of the L slices and spends its time in im2col/col2im and in transposes with the batch
+innermost (see scripts/bench_lc.py). Patches are gathered a block of output rows at a time, so no
+intermediate is larger than the unfolded input (unlike the batch x out x in x H x W x k^2 broadcast
+of common snippets). A first layer on few channels (K <= O) keeps its patches for the backward pass
+(they are no larger than its output), gathered batch-innermost from a padded (H, W, C, B) copy, where
+a patch row is k*C*B contiguous values rather than k*C (9 for RGB); other layers keep only the padded
+input and gather the patches again.
 """
 from __future__ import annotations
 
@@ -49,12 +51,31 @@ def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -
 BLOCK_BYTES = 4 * 2**20
 
 
-def _row_blocks(x_hbwc_shape, itemsize: int, k: int, out_h: int, out_w: int):
-    """(first row, row count) of each block of output rows."""
-    _, batch, _, channels = x_hbwc_shape
-    row_bytes = out_w * batch * k * k * channels * itemsize
+def _row_blocks(batch: int, values_per_position: int, itemsize: int, out_h: int, out_w: int):
+    """(first row, row count) of each block of output rows, at about BLOCK_BYTES of
+    values_per_position (a patch, or an output) per position and batch item."""
+    row_bytes = out_w * batch * values_per_position * itemsize
     rows = max(1, min(out_h, BLOCK_BYTES // max(row_bytes, 1)))
     return [(first, min(rows, out_h - first)) for first in range(0, out_h, rows)]
+
+
+def _to_hwcb(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """(B, C, H, W) in any memory layout -> zero-padded (H + 2p, W + 2p, C, B), contiguous."""
+    batch, channels, height, width = x.shape
+    padded = x.new_zeros(height + 2 * padding, width + 2 * padding, channels, batch)
+    # As one 2-D transpose, (B, H*W*C) -> (H*W*C, B): twice as fast as copying the 4-D permutation.
+    hwc_b = x.permute(0, 2, 3, 1).reshape(batch, -1).t().contiguous()
+    padded[padding:padding + height, padding:padding + width] = hwc_b.view(height, width, channels, batch)
+    return padded
+
+
+def _patches_batch_innermost(x_hwcb: torch.Tensor, k: int, stride: int, out_h: int, out_w: int) -> torch.Tensor:
+    """(H, W, C, B) padded input -> (out_h * out_w, k*k*C, B) patches, a contiguous copy; each of a
+    patch's k rows is one run of k*C*B values in the input."""
+    s_h, s_w = x_hwcb.stride(0), x_hwcb.stride(1)
+    run = k * s_w  # k columns x C channels x B
+    rows = x_hwcb.as_strided((out_h, out_w, k, run), (stride * s_h, stride * s_w, s_h, 1))
+    return rows.reshape(out_h * out_w, -1, x_hwcb.shape[3])
 
 
 def _to_hbwc(x: torch.Tensor, padding: int) -> torch.Tensor:
@@ -74,39 +95,50 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
-        x_hbwc = _to_hbwc(x, padding)
         positions, patch_size, out_channels = weight.shape
-        out = x.new_empty(positions, batch, out_channels)  # (L, B, O)
-        # Patches no larger than this layer's output (K <= O: a first layer, on few channels) are kept
-        # for the backward pass, which then need not gather them again; larger ones are gathered a
-        # block at a time, twice, and only the padded input (k*k times smaller) is kept.
-        keep = x.new_empty(positions, batch, patch_size) if patch_size <= out_channels else None
-        with torch.autocast(device_type, enabled=False):
-            for first, rows in _row_blocks(x_hbwc.shape, x_hbwc.element_size(), kernel_size, out_h, out_w):
-                at = slice(first * out_w, (first + rows) * out_w)
-                if keep is None:
-                    patches = _patches(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)  # (l, B, K)
-                else:
-                    windows = _windows(x_hbwc[first * stride:], kernel_size, stride, rows, out_w)
-                    patches = keep[at]
-                    patches.view(windows.shape).copy_(windows)
-                torch.bmm(patches, weight[at], out=out[at])
-        ctx.save_for_backward(x_hbwc if keep is None else keep, weight)
-        ctx.kept_patches = keep is not None
+        kept = patch_size <= out_channels
+        if kept:
+            # Patches no larger than this layer's output (K <= O: a first layer, on few channels) are
+            # kept for the backward pass, gathered all at once, batch-innermost (L, K, B), from a
+            # padded (H, W, C, B) copy of the input in which a patch row (k columns x C channels x B)
+            # is one contiguous run: for 3 channels, runs of 9 x B values instead of 9.
+            source = _to_hwcb(x, padding)
+            kept_patches = _patches_batch_innermost(source, kernel_size, stride, out_h, out_w)
+            ctx.save_for_backward(kept_patches, weight)
+        else:
+            # Larger patches are gathered a block at a time, here and again in backward; only the
+            # padded input (k*k times smaller) is kept.
+            source = _to_hbwc(x, padding)
+            ctx.save_for_backward(source, weight)
+        ctx.kept_patches = kept
         ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
-        # (H, W, B, O) -> channels-last (B, O, H, W), whole rows of O values at a time, plus the bias
-        # in the same pass.
-        out_bohw = out.view(out_h, out_w, batch, -1).permute(2, 3, 0, 1)
-        result = torch.empty_like(out_bohw, memory_format=torch.channels_last)
-        if bias is None:
-            return result.copy_(out_bohw)
-        bias_ohw = bias.to(dtype).permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels innermost, like the rest
-        return torch.add(out_bohw, bias_ohw, out=result)
+        result = torch.empty((batch, out_channels, out_h, out_w), dtype=dtype, device=x.device,
+                             memory_format=torch.channels_last)
+        # Channels innermost like the rest, so that a block's rows of O values move as wholes.
+        bias_ohw = None if bias is None else bias.to(dtype).permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        blocks = _row_blocks(batch, max(patch_size, out_channels), x.element_size(), out_h, out_w)
+        out = x.new_empty(blocks[0][1] * out_w, batch, out_channels)  # one block's (l, B, O)
+        with torch.autocast(device_type, enabled=False):
+            for first, rows in blocks:
+                at, block_out = slice(first * out_w, (first + rows) * out_w), out[:rows * out_w]
+                if kept:
+                    patches = kept_patches[at].transpose(1, 2)
+                else:
+                    patches = _patches(source[first * stride:], kernel_size, stride, rows, out_w)
+                torch.bmm(patches, weight[at], out=block_out)  # (l, B, K) @ (l, K, O)
+                # The block's (rows, W, B, O) into the result's rows, plus the bias, while it is in cache.
+                block_bohw = block_out.view(rows, out_w, batch, -1).permute(2, 3, 0, 1)
+                target = result[:, :, first:first + rows]
+                if bias_ohw is None:
+                    target.copy_(block_bohw)
+                else:
+                    torch.add(block_bohw, bias_ohw[:, first:first + rows], out=target)
+        return result
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, B, K) or the padded input
+        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, K, B) or the padded (H, B, W, C) input
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
         grad = grad_out.to(saved.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
@@ -116,10 +148,12 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         padded_shape = (height + 2 * padding, batch, width + 2 * padding, channels)
         grad_weight = torch.empty_like(weight) if need_weight else None
         grad_hbwc = saved.new_zeros(padded_shape) if need_x else None
-        for first, rows in _row_blocks(padded_shape, saved.element_size(), k, out_h, out_w):
+        if need_weight and ctx.kept_patches:  # (L, K, B) @ (L, B, O), in the weight's layout
+            torch.bmm(saved, grad, out=grad_weight)
+        for first, rows in _row_blocks(batch, k * k * channels, saved.element_size(), out_h, out_w):
             at = slice(first * out_w, (first + rows) * out_w)
-            if need_weight:
-                patches = saved[at] if ctx.kept_patches else _patches(saved[first * stride:], k, stride, rows, out_w)
+            if need_weight and not ctx.kept_patches:
+                patches = _patches(saved[first * stride:], k, stride, rows, out_w)
                 torch.bmm(patches.transpose(1, 2), grad[at], out=grad_weight[at])
             if need_x:
                 grad_patches = torch.bmm(grad[at], weight[at].transpose(1, 2)).view(rows, out_w, batch, k, k, channels)
