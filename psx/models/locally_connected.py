@@ -69,13 +69,11 @@ def _to_hwcb(x: torch.Tensor, padding: int) -> torch.Tensor:
     return padded
 
 
-def _patches_batch_innermost(x_hwcb: torch.Tensor, k: int, stride: int, out_h: int, out_w: int) -> torch.Tensor:
-    """(H, W, C, B) padded input -> (out_h * out_w, k*k*C, B) patches, a contiguous copy; each of a
-    patch's k rows is one run of k*C*B values in the input."""
+def _windows_batch_innermost(x_hwcb: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
+    """(H, W, C, B) padded input, from its first row of interest -> a (rows, out_w, k, k*C*B) view:
+    each of a patch's k rows is one contiguous run of k columns x C channels x B."""
     s_h, s_w = x_hwcb.stride(0), x_hwcb.stride(1)
-    run = k * s_w  # k columns x C channels x B
-    rows = x_hwcb.as_strided((out_h, out_w, k, run), (stride * s_h, stride * s_w, s_h, 1))
-    return rows.reshape(out_h * out_w, -1, x_hwcb.shape[3])
+    return x_hwcb.as_strided((rows, out_w, k, k * s_w), (stride * s_h, stride * s_w, s_h, 1))
 
 
 def _to_hbwc(x: torch.Tensor, padding: int) -> torch.Tensor:
@@ -99,11 +97,14 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         kept = patch_size <= out_channels
         if kept:
             # Patches no larger than this layer's output (K <= O: a first layer, on few channels) are
-            # kept for the backward pass, gathered all at once, batch-innermost (L, K, B), from a
-            # padded (H, W, C, B) copy of the input in which a patch row (k columns x C channels x B)
-            # is one contiguous run: for 3 channels, runs of 9 x B values instead of 9.
+            # kept for the backward pass, gathered batch-innermost (L, K, B) from a padded (H, W, C, B)
+            # copy of the input, in which a patch row (k columns x C channels x B) is one contiguous
+            # run: for 3 channels, runs of 9 x B values instead of 9. With a bias, a row of ones
+            # follows the K patch values, so that backward's weight-gradient matmul also sums the
+            # output gradient over the batch (the bias gradient) instead of a second pass over it.
             source = _to_hwcb(x, padding)
-            kept_patches = _patches_batch_innermost(source, kernel_size, stride, out_h, out_w)
+            kept_patches = x.new_empty(positions, patch_size + (bias is not None), batch)
+            kept_patches[:, patch_size:].fill_(1)
             ctx.save_for_backward(kept_patches, weight)
         else:
             # Larger patches are gathered a block at a time, here and again in backward; only the
@@ -122,7 +123,9 @@ class _LocallyConnectedFunction(torch.autograd.Function):
             for first, rows in blocks:
                 at, block_out = slice(first * out_w, (first + rows) * out_w), out[:rows * out_w]
                 if kept:
-                    patches = kept_patches[at].transpose(1, 2)
+                    windows = _windows_batch_innermost(source[first * stride:], kernel_size, stride, rows, out_w)
+                    kept_patches[at, :patch_size].view(windows.shape).copy_(windows)
+                    patches = kept_patches[at, :patch_size].transpose(1, 2)
                 else:
                     patches = _patches(source[first * stride:], kernel_size, stride, rows, out_w)
                 torch.bmm(patches, weight[at], out=block_out)  # (l, B, K) @ (l, K, O)
@@ -138,7 +141,7 @@ class _LocallyConnectedFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, K, B) or the padded (H, B, W, C) input
+        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, K [+ 1], B) or the padded (H, B, W, C) input
         (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
         grad = grad_out.to(saved.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
@@ -146,10 +149,14 @@ class _LocallyConnectedFunction(torch.autograd.Function):
             grad = grad.contiguous()
         need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         padded_shape = (height + 2 * padding, batch, width + 2 * padding, channels)
-        grad_weight = torch.empty_like(weight) if need_weight else None
+        grad_weight = torch.empty_like(weight) if need_weight and not ctx.kept_patches else None
         grad_hbwc = saved.new_zeros(padded_shape) if need_x else None
-        if need_weight and ctx.kept_patches:  # (L, K, B) @ (L, B, O), in the weight's layout
-            torch.bmm(saved, grad, out=grad_weight)
+        summed_grad = None  # (L, O): the output gradient summed over the batch
+        if need_weight and ctx.kept_patches:  # (L, K [+ 1], B) @ (L, B, O)
+            product = torch.bmm(saved, grad)
+            grad_weight = product[:, :weight.shape[1]].contiguous()
+            if product.shape[1] > weight.shape[1]:  # the ones row
+                summed_grad = product[:, -1]
         for first, rows in _row_blocks(batch, k * k * channels, saved.element_size(), out_h, out_w):
             at = slice(first * out_w, (first + rows) * out_w)
             if need_weight and not ctx.kept_patches:
@@ -171,7 +178,8 @@ class _LocallyConnectedFunction(torch.autograd.Function):
             grad_weight = grad_weight.to(weight_dtype)
         grad_bias = None
         if ctx.needs_input_grad[2]:  # (L, O) summed over the batch -> (O, out_h, out_w)
-            grad_bias = grad.sum(1).view(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
+            summed_grad = grad.sum(1) if summed_grad is None else summed_grad
+            grad_bias = summed_grad.reshape(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
