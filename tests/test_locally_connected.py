@@ -78,7 +78,8 @@ def test_kernel_that_does_not_fit_is_rejected():
         LocallyConnected2d(1, 1, (2, 2), 5)
 
 
-# (in, out) channels at kernel 3: patches (K = 18) gathered again in backward, or kept (K = 9 <= 12).
+# (in, out) channels at kernel 3: patches larger than the output (K = 18 > 3) or smaller (K = 9 < 12),
+# which sizes the row blocks differently.
 BACKWARD_PATHS = [(2, 3), (1, 12)]
 
 
@@ -101,27 +102,32 @@ def test_hand_written_backward_passes_gradcheck(stride, padding, channels):
 
 
 @pytest.mark.parametrize("channels", BACKWARD_PATHS)
-@pytest.mark.parametrize("bias", [True, False])
-def test_with_and_without_bias_gradients_equal_the_convs(channels, bias):
-    """Kept patches carry a row of ones that yields the bias gradient from the weight-gradient
-    matmul; without a bias there is no such row, and the other path sums the gradient itself."""
+@pytest.mark.parametrize("bias,weight_trains", [(True, True), (False, True), (True, False)])
+def test_with_and_without_bias_gradients_equal_the_convs(channels, bias, weight_trains):
+    """With weight and bias both trained, a row of ones in the patches yields the bias gradient
+    from the weight-gradient matmul; without a bias, or with the weight frozen, there is no such
+    row and the bias gradient is summed directly."""
     torch.manual_seed(0)
     in_ch, out_ch = channels
     conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias).double()
     lc = LocallyConnected2d(in_ch, out_ch, (6, 5), 3, 1, 1, bias=bias).double().copy_from_conv(conv)
+    lc.weight.requires_grad_(weight_trains)
     x = torch.randn(4, in_ch, 6, 5, dtype=torch.float64)
     out_conv, out_lc = conv(x), lc(x)
     torch.testing.assert_close(out_lc, out_conv, rtol=1e-12, atol=1e-12)
     grad_out = torch.randn_like(out_conv)
     out_conv.backward(grad_out)
     out_lc.backward(grad_out)
-    torch.testing.assert_close(lc.as_conv_filters(lc.weight.grad).sum(0), conv.weight.grad, rtol=1e-10, atol=1e-10)
-    assert lc.weight.grad.is_contiguous()
+    if weight_trains:
+        torch.testing.assert_close(lc.as_conv_filters(lc.weight.grad).sum(0), conv.weight.grad, rtol=1e-10, atol=1e-10)
+        assert lc.weight.grad.is_contiguous()
+    else:
+        assert lc.weight.grad is None
     if bias:
         torch.testing.assert_close(lc.bias.grad, grad_out.sum(0), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("channels", [(3, 4), (1, 12)])  # patches gathered again in backward / kept
+@pytest.mark.parametrize("channels", [(3, 4), (1, 12)])  # patches larger / smaller than the output
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 2)])
 def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, stride, padding, channels):
     """Patches are gathered a block of output rows at a time; one row per block must change nothing."""

@@ -6,17 +6,16 @@ ordered (row, column, channel).
 
 The computation is one batched matmul over positions, patches(L, B, K) @ weight(L, K, O) ->
 out(L, B, O). Activations come in and go out channels-last (the layout PyTorch's CPU pooling and
-ReLU are fastest on, and that a CNN built here runs in): the input is copied once to a padded
-(H, B, W, C) array, in which each patch row (k columns x C channels) is one contiguous run, and each
-block of output rows (l, B, O) becomes channels-last, with the bias added, by moving whole rows of
-O channels while the block is still in cache. The usual unfold + permute + bmm layout makes CPU bmm
-copy each of the L slices and spends its time in im2col/col2im and in transposes with the batch
-innermost (see scripts/bench_lc.py). Patches are gathered a block of output rows at a time, so no
-intermediate is larger than the unfolded input (unlike the batch x out x in x H x W x k^2 broadcast
-of common snippets). A first layer on few channels (K <= O) keeps its patches for the backward pass
-(they are no larger than its output), gathered batch-innermost from a padded (H, W, C, B) copy, where
-a patch row is k*C*B contiguous values rather than k*C (9 for RGB); other layers keep only the padded
-input and gather the patches again.
+ReLU are fastest on, and that a CNN built here runs in). The input is copied once to a padded
+(H, W, C, B) array, batch innermost, in which a patch row (k columns x C channels x B) is one
+contiguous run of k*C*B values, so gathering patches is a few long copies (the channels-last input
+gives runs of only k*C: 9 values for RGB). Work goes a block of output rows at a time: gather that
+block's patches (l, K, B), one bmm, and move its (l, B, O) output into the channels-last result,
+plus the bias, while it is still in cache. Only the padded input is kept for backward, which
+gathers each block's patches again. No intermediate is larger than the unfolded input (unlike the
+batch x out x in x H x W x k^2 broadcast of common snippets), and the usual unfold + permute + bmm
+layout, which makes CPU bmm copy each of the L slices and spends its time in im2col/col2im, is
+avoided (see scripts/bench_lc.py).
 """
 from __future__ import annotations
 
@@ -31,24 +30,12 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> 
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _windows(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
-    """(H, B, W, C) padded input, from its first row of interest -> a (rows, out_w, B, k, k, C) view."""
-    _, batch, _, channels = x_hbwc.shape
-    s_h, s_b, s_w, s_c = x_hbwc.stride()
-    return x_hbwc.as_strided((rows, out_w, batch, k, k, channels), (stride * s_h, stride * s_w, s_b, s_h, s_w, s_c))
-
-
-def _patches(x_hbwc: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
-    """(H, B, W, C) padded input, from its first row of interest -> (rows * out_w, B, k*k*C) patches."""
-    windows = _windows(x_hbwc, k, stride, rows, out_w)
-    return windows.reshape(rows * out_w, windows.shape[2], -1)
-
-
-# Patches are gathered a block of output rows at a time, about this many bytes per block: blocks
-# this size stay in cache between the gather and the matmul, and they are reused from the heap,
-# where one buffer for all rows (often over glibc's 32 MB mmap threshold) is mapped afresh and
-# page-faulted in on every call.
-BLOCK_BYTES = 4 * 2**20
+# Patches are gathered, and outputs moved to channels-last, a block of output rows at a time, about
+# this many bytes per block: blocks this size stay in cache between the gather, the matmul and the
+# move (2 MB measured faster than 4 MB at every cnn_unshared shape in scripts/bench.py, on 2 cores
+# with 1 MB of L2 each), and they are reused from the heap, where one buffer for all rows (often
+# over glibc's 32 MB mmap threshold) is mapped afresh and page-faulted in on every call.
+BLOCK_BYTES = 2 * 2**20
 
 
 def _row_blocks(batch: int, values_per_position: int, itemsize: int, out_h: int, out_w: int):
@@ -69,19 +56,26 @@ def _to_hwcb(x: torch.Tensor, padding: int) -> torch.Tensor:
     return padded
 
 
-def _windows_batch_innermost(x_hwcb: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
+def _from_hwcb(x_hwcb: torch.Tensor, padding: int) -> torch.Tensor:
+    """The inverse of _to_hwcb: the interior of (H + 2p, W + 2p, C, B) -> channels-last (B, C, H, W)."""
+    height, width = x_hwcb.shape[0] - 2 * padding, x_hwcb.shape[1] - 2 * padding
+    channels, batch = x_hwcb.shape[2:]
+    interior = x_hwcb[padding:padding + height, padding:padding + width].reshape(-1, batch)
+    return interior.t().contiguous().view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _windows(x_hwcb: torch.Tensor, k: int, stride: int, rows: int, out_w: int) -> torch.Tensor:
     """(H, W, C, B) padded input, from its first row of interest -> a (rows, out_w, k, k*C*B) view:
     each of a patch's k rows is one contiguous run of k columns x C channels x B."""
     s_h, s_w = x_hwcb.stride(0), x_hwcb.stride(1)
     return x_hwcb.as_strided((rows, out_w, k, k * s_w), (stride * s_h, stride * s_w, s_h, 1))
 
 
-def _to_hbwc(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """(B, C, H, W) in any memory layout -> zero-padded (H + 2p, B, W + 2p, C), contiguous."""
-    batch, channels, height, width = x.shape
-    padded = x.new_zeros(height + 2 * padding, batch, width + 2 * padding, channels)
-    padded[padding:padding + height, :, padding:padding + width] = x.permute(2, 0, 3, 1)
-    return padded
+def _gather(patches: torch.Tensor, x_hwcb: torch.Tensor, k: int, stride: int, first: int, rows: int, out_w: int) -> torch.Tensor:
+    """Copy the patches of output rows first.. first+rows into patches, an (l, K, B) buffer."""
+    windows = _windows(x_hwcb[first * stride:], k, stride, rows, out_w)
+    patches.view(windows.shape).copy_(windows)
+    return patches
 
 
 class _LocallyConnectedFunction(torch.autograd.Function):
@@ -94,43 +88,24 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = x.to(dtype), weight.to(dtype)
         positions, patch_size, out_channels = weight.shape
-        kept = patch_size <= out_channels
-        if kept:
-            # Patches no larger than this layer's output (K <= O: a first layer, on few channels) are
-            # kept for the backward pass, gathered batch-innermost (L, K, B) from a padded (H, W, C, B)
-            # copy of the input, in which a patch row (k columns x C channels x B) is one contiguous
-            # run: for 3 channels, runs of 9 x B values instead of 9. With a bias, a row of ones
-            # follows the K patch values, so that backward's weight-gradient matmul also sums the
-            # output gradient over the batch (the bias gradient) instead of a second pass over it.
-            source = _to_hwcb(x, padding)
-            kept_patches = x.new_empty(positions, patch_size + (bias is not None), batch)
-            kept_patches[:, patch_size:].fill_(1)
-            ctx.save_for_backward(kept_patches, weight)
-        else:
-            # Larger patches are gathered a block at a time, here and again in backward; only the
-            # padded input (k*k times smaller) is kept.
-            source = _to_hbwc(x, padding)
-            ctx.save_for_backward(source, weight)
-        ctx.kept_patches = kept
-        ctx.geometry = (x.shape, kernel_size, stride, padding, out_h, out_w)
+        x_hwcb = _to_hwcb(x, padding)
+        ctx.save_for_backward(x_hwcb, weight)
+        ctx.geometry = (kernel_size, stride, padding, out_h, out_w)
         result = torch.empty((batch, out_channels, out_h, out_w), dtype=dtype, device=x.device,
                              memory_format=torch.channels_last)
         # Channels innermost like the rest, so that a block's rows of O values move as wholes.
         bias_ohw = None if bias is None else bias.to(dtype).permute(1, 2, 0).contiguous().permute(2, 0, 1)
         blocks = _row_blocks(batch, max(patch_size, out_channels), x.element_size(), out_h, out_w)
-        out = x.new_empty(blocks[0][1] * out_w, batch, out_channels)  # one block's (l, B, O)
+        block_positions = blocks[0][1] * out_w
+        patches = x.new_empty(block_positions, patch_size, batch)  # one block's (l, K, B)
+        out = x.new_empty(block_positions, batch, out_channels)  # one block's (l, B, O)
         with torch.autocast(device_type, enabled=False):
             for first, rows in blocks:
-                at, block_out = slice(first * out_w, (first + rows) * out_w), out[:rows * out_w]
-                if kept:
-                    windows = _windows_batch_innermost(source[first * stride:], kernel_size, stride, rows, out_w)
-                    kept_patches[at, :patch_size].view(windows.shape).copy_(windows)
-                    patches = kept_patches[at, :patch_size].transpose(1, 2)
-                else:
-                    patches = _patches(source[first * stride:], kernel_size, stride, rows, out_w)
-                torch.bmm(patches, weight[at], out=block_out)  # (l, B, K) @ (l, K, O)
-                # The block's (rows, W, B, O) into the result's rows, plus the bias, while it is in cache.
-                block_bohw = block_out.view(rows, out_w, batch, -1).permute(2, 3, 0, 1)
+                at, size = slice(first * out_w, (first + rows) * out_w), rows * out_w
+                block = _gather(patches[:size], x_hwcb, kernel_size, stride, first, rows, out_w)
+                torch.bmm(block.transpose(1, 2), weight[at], out=out[:size])  # (l, B, K) @ (l, K, O)
+                # The block's (rows, W, B, O) into the result's rows, plus the bias.
+                block_bohw = out[:size].view(rows, out_w, batch, -1).permute(2, 3, 0, 1)
                 target = result[:, :, first:first + rows]
                 if bias_ohw is None:
                     target.copy_(block_bohw)
@@ -141,45 +116,57 @@ class _LocallyConnectedFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        saved, weight = ctx.saved_tensors  # saved: the kept patches (L, K [+ 1], B) or the padded (H, B, W, C) input
-        (batch, channels, height, width), k, stride, padding, out_h, out_w = ctx.geometry
+        x_hwcb, weight = ctx.saved_tensors
+        k, stride, padding, out_h, out_w = ctx.geometry
         x_dtype, weight_dtype, bias_dtype = ctx.dtypes
-        grad = grad_out.to(saved.dtype).permute(2, 3, 0, 1).reshape(out_h * out_w, batch, -1)  # (L, B, O)
+        channels, batch = x_hwcb.shape[2:]
+        positions, patch_size, out_channels = weight.shape
+        grad = grad_out.to(x_hwcb.dtype).permute(2, 3, 0, 1).reshape(positions, batch, -1)  # (L, B, O)
         if grad.stride(2) != 1:  # bmm takes each position's (B, O) rows in place when channels are innermost
             grad = grad.contiguous()
-        need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        padded_shape = (height + 2 * padding, batch, width + 2 * padding, channels)
-        grad_weight = torch.empty_like(weight) if need_weight and not ctx.kept_patches else None
-        grad_hbwc = saved.new_zeros(padded_shape) if need_x else None
-        summed_grad = None  # (L, O): the output gradient summed over the batch
-        if need_weight and ctx.kept_patches:  # (L, K [+ 1], B) @ (L, B, O)
-            product = torch.bmm(saved, grad)
-            grad_weight = product[:, :weight.shape[1]].contiguous()
-            if product.shape[1] > weight.shape[1]:  # the ones row
-                summed_grad = product[:, -1]
-        for first, rows in _row_blocks(batch, k * k * channels, saved.element_size(), out_h, out_w):
-            at = slice(first * out_w, (first + rows) * out_w)
-            if need_weight and not ctx.kept_patches:
-                patches = _patches(saved[first * stride:], k, stride, rows, out_w)
-                torch.bmm(patches.transpose(1, 2), grad[at], out=grad_weight[at])
-            if need_x:
-                grad_patches = torch.bmm(grad[at], weight[at].transpose(1, 2)).view(rows, out_w, batch, k, k, channels)
-                target = grad_hbwc[first * stride:]
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        blocks = _row_blocks(batch, max(patch_size, out_channels), x_hwcb.element_size(), out_h, out_w)
+        block_positions = blocks[0][1] * out_w
+        # With both weight and bias gradients wanted, a row of ones after each block's K patch values
+        # makes the weight-gradient matmul also sum the output gradient over the batch: the bias
+        # gradient, without a second pass over the output gradient.
+        ones_row = need_weight and need_bias
+        if need_weight:
+            grad_weight = torch.empty_like(weight)
+            patches = x_hwcb.new_empty(block_positions, patch_size + ones_row, batch)
+            if ones_row:
+                patches[:, patch_size].fill_(1)
+                product = x_hwcb.new_empty(block_positions, patch_size + 1, out_channels)
+                summed_grad = x_hwcb.new_empty(positions, out_channels)  # (L, O)
+        grad_hwcb = torch.zeros_like(x_hwcb) if need_x else None
+        for first, rows in blocks:
+            at, size = slice(first * out_w, (first + rows) * out_w), rows * out_w
+            if need_weight:
+                block = _gather(patches[:size, :patch_size], x_hwcb, k, stride, first, rows, out_w)
+                if ones_row:  # (l, K + 1, B) @ (l, B, O)
+                    torch.bmm(patches[:size], grad[at], out=product[:size])
+                    grad_weight[at] = product[:size, :patch_size]
+                    summed_grad[at] = product[:size, patch_size]
+                else:
+                    torch.bmm(block, grad[at], out=grad_weight[at])
+            if need_x:  # (l, K, O) @ (l, O, B): each patch's gradient, batch innermost
+                grad_patches = torch.bmm(weight[at], grad[at].transpose(1, 2)).view(rows, out_w, k, k, channels, batch)
+                target = grad_hwcb[first * stride:]
                 span_h, span_w = stride * (rows - 1) + 1, stride * (out_w - 1) + 1
                 for i in range(k):  # scatter each kernel offset back onto the (overlapping) input pixels
                     for j in range(k):
-                        # (rows, out_w, B, C) patch values onto input rows i.., columns j.. of (H, B, W, C)
-                        target[i:i + span_h:stride, :, j:j + span_w:stride] += grad_patches[:, :, :, i, j].transpose(1, 2)
-        grad_x = None
-        if need_x:
-            interior = grad_hbwc[padding:padding + height, :, padding:padding + width]  # (H, B, W, C)
-            grad_x = interior.permute(1, 3, 0, 2).contiguous(memory_format=torch.channels_last).to(x_dtype)
-        if grad_weight is not None:
+                        # (rows, out_w, C, B) patch values onto input rows i.., columns j.. of (H, W, C, B)
+                        target[i:i + span_h:stride, j:j + span_w:stride] += grad_patches[:, :, i, j]
+        grad_x = _from_hwcb(grad_hwcb, padding).to(x_dtype) if need_x else None
+        if need_weight:
             grad_weight = grad_weight.to(weight_dtype)
+        else:
+            grad_weight = None
         grad_bias = None
-        if ctx.needs_input_grad[2]:  # (L, O) summed over the batch -> (O, out_h, out_w)
-            summed_grad = grad.sum(1) if summed_grad is None else summed_grad
-            grad_bias = summed_grad.reshape(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
+        if need_bias:  # (L, O) summed over the batch -> (O, out_h, out_w)
+            if not ones_row:
+                summed_grad = grad.sum(1)
+            grad_bias = summed_grad.view(out_h, out_w, -1).permute(2, 0, 1).to(bias_dtype).contiguous()
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
