@@ -98,6 +98,10 @@ def train_command(args: list[str]) -> int:
         name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
         print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
         return 128 + signal.Signals[name].value
+    if parsed.multirun:  # every job has finished: the joblib launcher's idle workers can go now
+        from psx.joblib_workers import stop_workers
+
+        stop_workers()
     train = sys.modules.get("psx.train")  # imported (with torch) only if a job ran in this process
     failed = set(train.FAILED_RUNS) if train is not None else set()
     if parsed.multirun:

@@ -11,6 +11,7 @@ its workers as usual.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -83,13 +84,19 @@ class WorkerStart:
 
     def cancel(self) -> None:
         """The sweep will not run (it failed its checks): kill the workers rather than wait for
-        their imports. loky keeps the reusable executor in a module global; without it, there is
-        nothing to stop."""
-        from joblib.externals.loky import reusable_executor
+        their imports."""
+        stop_workers(wait=False)
 
-        executor = getattr(reusable_executor, "_executor", None)
-        if executor is not None:
-            executor.shutdown(wait=False, kill_workers=True)
+
+def stop_workers(wait: bool = True) -> None:
+    """Kill the loky workers joblib keeps for reuse, if this process started any. After a sweep
+    they are idle (each job has finished and flushed its files and trackers); left alone, they
+    would each shut their interpreter down, torch included, at exit: about a second more for every
+    `psx train -m` on the joblib launcher. loky keeps the reusable executor in a module global."""
+    reusable_executor = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=wait, kill_workers=True)
 
 
 def start_for_sweep(hydra: dict[str, Any], overrides: list[str]) -> WorkerStart | None:
