@@ -64,6 +64,26 @@ class _Tracker:
 _WANDB_OFFLINE_HINT_SHOWN = False
 
 
+def _say_offline_hint_once(run: dict[str, Any], run_dir: Path) -> None:
+    """Where offline runs go and how to upload them: once per process for single runs, once per
+    sweep for sweeps, whose jobs may run in several processes (joblib workers, SLURM tasks): the
+    job that creates the marker file in the sweep folder says it."""
+    global _WANDB_OFFLINE_HINT_SHOWN
+    if _WANDB_OFFLINE_HINT_SHOWN:
+        return
+    _WANDB_OFFLINE_HINT_SHOWN = True
+    where = f"{run_dir}/wandb/offline-run-*"
+    if run.get("sweep_id"):
+        where = f"{run_dir.parent}/*/wandb/offline-run-*"
+        try:
+            os.close(os.open(run_dir.parent / ".wandb_offline_hint_shown", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        except OSError:
+            pass  # a read-only sweep folder: say it in this process
+    print(f"psx: W&B runs offline (no API key or mode=offline); upload later with: wandb sync {where}", file=sys.stderr)
+
+
 class WandbLogger(_Tracker):
     name = "W&B"
 
@@ -73,16 +93,11 @@ class WandbLogger(_Tracker):
         self._guard(self._start, cfg, run, run_dir)
 
     def _start(self, cfg, run, run_dir):
-        global _WANDB_OFFLINE_HINT_SHOWN
         import wandb
 
         mode = cfg.mode or ("online" if _wandb_logged_in() else "offline")
-        if mode == "offline" and not _WANDB_OFFLINE_HINT_SHOWN:
-            _WANDB_OFFLINE_HINT_SHOWN = True
-            print(f"psx: W&B runs offline (no API key or mode=offline); upload later with: wandb sync {run_dir.parent}/*/wandb/offline-run-*"
-                  if run.get("sweep_id") else
-                  f"psx: W&B runs offline (no API key or mode=offline); upload later with: wandb sync {run_dir}/wandb/offline-run-*",
-                  file=sys.stderr)
+        if mode == "offline":
+            _say_offline_hint_once(run, run_dir)
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,

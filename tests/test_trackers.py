@@ -2,15 +2,20 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from psx.report.from_wandb import read_transaction_log
 
 NO_WANDB_ACCOUNT = {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_DIR": None}
 
 
-def test_wandb_offline_sweep_writes_one_finished_run_per_job(psx):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+def test_wandb_offline_sweep_writes_one_finished_run_per_job(psx, launcher):
+    """With joblib, the runs are written by worker processes that psx kills once the sweep is done:
+    they must be complete by then."""
     sweep = psx.cwd / "sweep"
-    result = psx("train", "-m", "logger=wandb", "model=mlp,cnn_shared", "trainer.epochs=2", f"hydra.sweep.dir={sweep}",
-                 extra_env={**NO_WANDB_ACCOUNT, "HOME": str(psx.cwd)})
+    result = psx("train", "-m", *launcher, "logger=wandb", "model=mlp,cnn_shared", "trainer.epochs=2",
+                 f"hydra.sweep.dir={sweep}", extra_env={**NO_WANDB_ACCOUNT, "HOME": str(psx.cwd)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("wandb sync") == 1  # the offline hint is said once per sweep
     for job in ["0", "1"]:
