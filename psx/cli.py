@@ -138,7 +138,6 @@ def inspect_command(args: list[str]) -> int:
         return 0
     try:
         cfg = compose_checked([a for a in args if not a.startswith("-")])
-        require_data([cfg])
         from psx.data import build_data
         from psx.inspect import print_inspection
         from psx.models import build_model
@@ -159,7 +158,11 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
     if sweeps:
         raise PsxError(f"'{sweeps[0]}' lists several values; give one")
-    return next(_composed(config_name, [overrides]))
+    cfg = next(_composed(config_name, [overrides]))
+    from psx.checks import check_runnable
+
+    check_runnable([cfg])
+    return cfg
 
 
 def report_command(args: list[str]) -> int:
@@ -219,8 +222,9 @@ def _parse_overrides(overrides: list[str]):
 
 
 def _composed(config_name: str, variants: list[list[str]], on_hydra=None):
-    """Compose and validate each list of overrides; yields the configs. on_hydra, if given, is
-    called with the first config's `hydra` node (a dict, unresolved) before anything imports torch."""
+    """Compose and validate each list of overrides (without torch; psx.checks does the rest);
+    yields the configs. on_hydra, if given, is called with the first config's `hydra` node (a
+    dict, unresolved)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
@@ -241,31 +245,16 @@ def _composed(config_name: str, variants: list[list[str]], on_hydra=None):
                     on_hydra(OmegaConf.to_container(cfg.hydra, resolve=False))
                 with open_dict(cfg):  # as compose() leaves it without return_hydra_config
                     del cfg["hydra"]
-            from psx.data import describe  # these import torch
-            from psx.device import check_precision, resolve_device
-            from psx.models import check_fits
-
             validate(cfg)
-            check_fits(cfg.model, describe(cfg.dataset))  # model vs data shape/kind, nothing loaded
-            check_precision(cfg.trainer.precision, resolve_device(cfg.device))
             yield cfg
-
-
-def require_data(configs) -> None:
-    """Locate (or download) each data set the configs need, once, after everything else checked out."""
-    from psx.data import require
-
-    needed = {(cfg.dataset.name, cfg.paths.data_dir, cfg.dataset.get("download")): cfg for cfg in configs}
-    for cfg in needed.values():
-        require(cfg.dataset, cfg.paths.data_dir)
 
 
 def preflight(overrides: list[str], multirun: bool, config_name: str):
     """Compose and validate the config before Hydra starts any job, so a bad override or an
     unavailable device ends with one clear line instead of a failed run (or a failed sweep).
     In a sweep every listed value is checked once, each with the other overrides' first values.
-    A sweep on the joblib launcher gets its worker processes started meanwhile; returns that
-    start (a psx.joblib_workers.WorkerStart), or None."""
+    A sweep on the joblib launcher gets its worker processes started meanwhile, and one of them
+    makes the checks that need torch; returns that start (a psx.joblib_workers.WorkerStart), or None."""
     from psx.errors import PsxError
 
     base, sweeps = [], []
@@ -299,7 +288,16 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
     try:
         configs = list(_composed(config_name, [base + variant for variant in variants],
                                  on_hydra=start_joblib_workers if multirun else None))
-        require_data(configs)
+        # The checks that need torch: in a joblib worker if the sweep has them (they import torch
+        # anyway, and this process, which only waits for the jobs, then never has to), else here.
+        if started:
+            reason = started[0].check(configs)
+            if reason is not None:
+                raise PsxError(reason)
+        else:
+            from psx.checks import check_runnable
+
+            check_runnable(configs)
     except BaseException:
         for workers in started:
             workers.cancel()

@@ -58,3 +58,43 @@ def test_a_sweep_failing_its_checks_stops_the_started_workers_and_says_why(psx):
     assert result.stderr.strip().splitlines() == [
         "psx: error: model cnn_shared cannot train on ptb: ptb is a word-level token stream and cnn_shared "
         "takes images; choose a language model"]
+
+
+CHECK_IN_A_FRESH_PROCESS = """
+import json, sys
+from psx.cli import _composed
+from psx.joblib_workers import start_for_sweep
+
+sweep = [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"model={m}", "dataset=" + sys.argv[1]]
+         for m in ("mlp", "cnn_shared")]
+started = []
+configs = list(_composed("config", sweep, on_hydra=lambda h: started.append(start_for_sweep(h, ["model=mlp,cnn_shared"]))))
+reason = started[0].check(configs)
+started[0].cancel()
+print(json.dumps({"reason": reason, "torch_here": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("dataset,reason", [
+    ("digits", None),
+    ("ptb", "model mlp cannot train on ptb: ptb is a word-level token stream and mlp takes images; "
+            "choose a language model"),
+])
+def test_a_worker_makes_the_checks_that_need_torch_and_the_main_process_never_imports_it(dataset, reason):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CHECK_IN_A_FRESH_PROCESS, dataset], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"reason": reason, "torch_here": False}
+
+
+def test_with_a_single_job_the_checks_run_in_the_calling_process():
+    from psx.cli import _composed
+
+    one_job = start_for_sweep(hydra_node("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), ["model=mlp"])
+    (cfg,) = _composed("config", [["model=lm_tied", "dataset=digits"]])
+    assert one_job.check([cfg]).startswith("model lm_tied cannot train on digits")
+    assert one_job.pids == []
