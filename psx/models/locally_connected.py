@@ -132,6 +132,7 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         # makes the weight-gradient matmul also sum the output gradient over the batch: the bias
         # gradient, without a second pass over the output gradient.
         ones_row = need_weight and need_bias
+        grad_weight = None
         if need_weight:
             grad_weight = torch.empty_like(weight)
             patches = x_hwcb.new_empty(block_positions, patch_size + ones_row, batch)
@@ -159,10 +160,8 @@ class _LocallyConnectedFunction(torch.autograd.Function):
                         # (rows, out_w, C, B) patch values onto input rows i.., columns j.. of (H, W, C, B)
                         target[i:i + span_h:stride, j:j + span_w:stride] += grad_patches[:, :, i, j]
         grad_x = _from_hwcb(grad_hwcb, padding).to(x_dtype) if need_x else None
-        if need_weight:
+        if grad_weight is not None:
             grad_weight = grad_weight.to(weight_dtype)
-        else:
-            grad_weight = None
         grad_bias = None
         if need_bias:  # (L, O) summed over the batch -> (O, out_h, out_w)
             if not ones_row:
