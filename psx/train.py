@@ -201,10 +201,17 @@ def run(cfg: DictConfig) -> float | None:
     return None
 
 
+_PROCESS_START_REPORTED = False
+
+
 def startup_breakdown(marks: dict[str, float], first_step_done_at: float | None) -> dict[str, float]:
-    """Seconds from the `psx` process start (the CLI's import) to the end of the first training step."""
+    """Seconds from the `psx` process start (the CLI's import) to the end of the first training step,
+    for the first job in the process; later jobs of a sweep in the same process (the basic
+    launcher), and jobs that launchers start elsewhere, count from the job's own start."""
+    global _PROCESS_START_REPORTED
     cli = sys.modules.get("psx.cli")
-    started = getattr(cli, "STARTED", marks["job"])  # launchers that start jobs elsewhere: from the job
+    started = marks["job"] if _PROCESS_START_REPORTED else getattr(cli, "STARTED", marks["job"])
+    _PROCESS_START_REPORTED = True
     breakdown = {
         "imports_and_compose": marks["job"] - started,
         "data": marks["data"] - marks["job"],

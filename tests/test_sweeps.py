@@ -20,6 +20,11 @@ def test_experiment_grid_runs_every_job_and_records_the_sweep(psx):
     }
     assert {r["experiment"] for r in runs} == {"cnn_sharing_vs_datasize"}
     assert len({r["sweep_id"] for r in runs}) == 1
+    # Start-up: the first job counts from the process start (imports, composing), the others,
+    # run in the same process by the basic launcher, from their own start.
+    first, *others = [r["startup_s"] for r in sorted(runs, key=lambda r: r["job_num"])]
+    assert first["imports_and_compose"] > 0.1
+    assert all(s["imports_and_compose"] == 0 for s in others)
 
 
 def test_joblib_launcher_runs_two_jobs_side_by_side_with_split_threads(psx):
