@@ -20,10 +20,9 @@ from typing import Any
 
 def import_job_modules() -> int:
     """Runs in a worker: what a job would import first. Returns the worker's pid."""
-    import torch._dynamo  # noqa: F401
+    import psx.train
 
-    import psx.train  # noqa: F401
-
+    psx.train.freeze_long_lived_objects()  # imports torch._dynamo too
     return os.getpid()
 
 

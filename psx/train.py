@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import signal
@@ -92,12 +93,30 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+_LONG_LIVED_OBJECTS_FROZEN = False
+
+
+def freeze_long_lived_objects() -> None:
+    """Once per process, before its first job: move the objects that torch, torch._dynamo (which
+    every optimizer imports) and psx create at import time, about 330,000, out of the garbage
+    collector's reach (gc.freeze). A full collection scans them all otherwise, 0.16 s on the
+    benchmark machine; Python runs one now and then during training, and joblib's workers
+    (loky, without psutil) after every job."""
+    global _LONG_LIVED_OBJECTS_FROZEN
+    if not _LONG_LIVED_OBJECTS_FROZEN:
+        import torch._dynamo  # noqa: F401 - the first optimizer would import it anyway
+
+        gc.freeze()
+        _LONG_LIVED_OBJECTS_FROZEN = True
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train one configuration. Never raises for a failed run (a sweep goes on); the failure
     is written to summary.json, printed as one line, and recorded for the exit code.
 
     Re-running a sweep into the same folder finishes it: a job whose folder says completed is
     skipped, an interrupted one resumes from its checkpoint, a failed one starts over."""
+    freeze_long_lived_objects()
     started = time.perf_counter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -98,3 +98,35 @@ def test_with_a_single_job_the_checks_run_in_the_calling_process():
     (cfg,) = _composed("config", [["model=lm_tied", "dataset=digits"]])
     assert one_job.check([cfg]).startswith("model lm_tied cannot train on digits")
     assert one_job.pids == []
+
+
+FREEZE_IN_A_FRESH_PROCESS = """
+import gc, json
+from psx.joblib_workers import import_job_modules
+
+import_job_modules()
+frozen = gc.get_freeze_count()
+import psx.train
+psx.train.freeze_long_lived_objects()  # once per process: a second call freezes nothing more
+
+class Cycle:
+    pass
+
+a, b = Cycle(), Cycle()
+a.other, b.other = b, a  # garbage only a collection can free: it must stay collectable
+del a, b
+print(json.dumps({"frozen": frozen, "again": gc.get_freeze_count(), "collected": gc.collect()}))
+"""
+
+
+def test_a_workers_imports_are_frozen_out_of_the_garbage_collectors_reach_and_jobs_objects_are_not():
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", FREEZE_IN_A_FRESH_PROCESS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["frozen"] > 100_000  # torch, torch._dynamo and psx's module state
+    assert out["again"] == out["frozen"]
+    assert out["collected"] >= 2
