@@ -78,11 +78,11 @@ def train_command(args: list[str]) -> int:
     only_shows_something = parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
-            workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
+            # A joblib sweep's workers may still be warming up while Hydra composes the jobs: the
+            # launcher's own joblib call runs its jobs in the same pool, after that warm-up.
+            preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
         except PsxError as e:
             fail(str(e))
-        if workers is not None:
-            workers.wait()  # before the launcher's own joblib call, which reuses them
 
     from psx.hydra_app import hydra_train
 

@@ -19,10 +19,19 @@ from typing import Any
 
 
 def import_job_modules() -> int:
-    """Runs in a worker: what a job would import first. Returns the worker's pid."""
+    """Runs in a worker: what a job and psx's checks import first (torch). Returns the worker's pid."""
+    import psx.checks  # noqa: F401
+    import psx.train  # noqa: F401
+
+    return os.getpid()
+
+
+def finish_warm_up() -> int:
+    """Runs in a worker, after psx's checks could run there: torch._dynamo, which a job's first
+    optimizer would import, and the freeze of the import-time objects. Returns the worker's pid."""
     import psx.train
 
-    psx.train.freeze_long_lived_objects()  # imports torch._dynamo too
+    psx.train.freeze_long_lived_objects()
     return os.getpid()
 
 
@@ -75,7 +84,10 @@ class WorkerStart:
         from joblib import Parallel, delayed
 
         try:
+            # In two rounds, so that the checks (queued meanwhile by check()) need not wait for
+            # torch._dynamo, which they do not use.
             self.pids = Parallel(**arguments)(delayed(import_job_modules)() for _ in range(workers))
+            Parallel(**arguments)(delayed(finish_warm_up)() for _ in range(workers))
         except BaseException as e:  # noqa: BLE001 - only the head start is lost; the launcher reports real errors
             self.error = e
 

@@ -102,9 +102,11 @@ def test_with_a_single_job_the_checks_run_in_the_calling_process():
 
 FREEZE_IN_A_FRESH_PROCESS = """
 import gc, json
-from psx.joblib_workers import import_job_modules
+from psx.joblib_workers import finish_warm_up, import_job_modules
 
-import_job_modules()
+import_job_modules()  # what a started worker runs: torch first, for psx's checks
+assert gc.get_freeze_count() == 0
+finish_warm_up()  # then torch._dynamo, and the freeze
 frozen = gc.get_freeze_count()
 import psx.train
 psx.train.freeze_long_lived_objects()  # once per process: a second call freezes nothing more
