@@ -253,8 +253,8 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
     """Compose and validate the config before Hydra starts any job, so a bad override or an
     unavailable device ends with one clear line instead of a failed run (or a failed sweep).
     In a sweep every listed value is checked once, each with the other overrides' first values.
-    A sweep on the joblib launcher gets its worker processes started meanwhile, and one of them
-    makes the checks that need torch; returns that start (a psx.joblib_workers.WorkerStart), or None."""
+    A sweep on the joblib launcher gets its worker processes started meanwhile (they stay in
+    joblib's pool for the launcher), and one of them makes the checks that need torch."""
     from psx.errors import PsxError
 
     base, sweeps = [], []
@@ -302,7 +302,6 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
         for workers in started:
             workers.cancel()
         raise
-    return started[0] if started else None
 
 
 def _composition_error(e: Exception) -> str:
