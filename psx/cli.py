@@ -236,13 +236,13 @@ def _composed(config_name: str, variants: list[list[str]], on_hydra=None):
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
         for index, variant in enumerate(variants):
+            with_hydra = on_hydra is not None and index == 0
             try:
-                cfg = compose(config_name=config_name, overrides=variant, return_hydra_config=on_hydra is not None)
+                cfg = compose(config_name=config_name, overrides=variant, return_hydra_config=with_hydra)
             except (HydraException, OmegaConfBaseException) as e:
                 raise PsxError(_composition_error(e)) from None
-            if "hydra" in cfg:
-                if index == 0:
-                    on_hydra(OmegaConf.to_container(cfg.hydra, resolve=False))
+            if with_hydra:
+                on_hydra(OmegaConf.to_container(cfg.hydra, resolve=False))
                 with open_dict(cfg):  # as compose() leaves it without return_hydra_config
                     del cfg["hydra"]
             validate(cfg)

@@ -19,8 +19,8 @@ from typing import Any
 
 
 def import_job_modules() -> int:
-    """Runs in a worker: what a job and psx's checks import first (torch). Returns the worker's pid."""
-    import psx.checks  # noqa: F401
+    """Runs in a worker: what a job and psx's checks import first (torch, and the psx modules
+    that psx.train brings in). Returns the worker's pid."""
     import psx.train  # noqa: F401
 
     return os.getpid()
@@ -61,9 +61,10 @@ def sweep_size(params: dict[str, Any], overrides: list[str]) -> int:
 
 
 class WorkerStart:
-    """The early Parallel call, in a daemon thread; `wait()` before the launcher's own call.
-    Imports in at most as many workers as the sweep has jobs (torch in a worker without a job
-    would waste memory and time)."""
+    """The early Parallel calls, in a daemon thread; the launcher's own call may come while they
+    run (joblib shares the pool between concurrent calls with the same arguments). Imports in at
+    most as many workers as the sweep has jobs (torch in a worker without a job would waste
+    memory and time)."""
 
     def __init__(self, launcher: dict[str, Any], jobs: int):
         self.pids: list[int] = []
