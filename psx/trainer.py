@@ -23,6 +23,7 @@ from psx.checkpoint import save_checkpoint
 from psx.device import check_precision
 from psx.data.spec import Data
 from psx.errors import PsxError
+from psx.models.eager import compile_model
 from psx.progress import Progress
 
 
@@ -109,7 +110,7 @@ class Trainer:
         cfg = self.cfg
         model_device = next(model.parameters()).device
         # Compiled forward for speed; state dicts always from the plain module (no "_orig_mod." keys).
-        forward = torch.compile(model) if cfg.compile else model
+        forward = compile_model(model) if cfg.compile else model
         autocast = precision_context(cfg.precision, model_device)
         scaler = torch.amp.GradScaler(model_device.type, enabled=cfg.precision == "fp16")
         optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from psx.models.eager import run_eagerly_under_compile
+
 
 def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel_size) // stride + 1
@@ -215,6 +217,7 @@ class LocallyConnected2d(nn.Module):
             self.bias.copy_(conv.bias.view(-1, 1, 1).expand_as(self.bias))
         return self
 
+    @run_eagerly_under_compile
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _LocallyConnectedFunction.apply(
             x, self.weight, self.bias, self.kernel_size, self.stride, self.padding, *self.output_size

@@ -21,6 +21,7 @@ from torch import nn
 
 from psx.data.spec import DataSpec
 from psx.errors import PsxError
+from psx.models.eager import run_eagerly_under_compile
 from psx.models.unshared_lstm import UnsharedLSTMFunction
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -54,6 +55,7 @@ class PerStepRecurrentLayer(nn.Module):
             source = getattr(fused, f"{name}_l{layer}")
             getattr(self, name).copy_(source.unsqueeze(0).expand_as(getattr(self, name)))
 
+    @run_eagerly_under_compile
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, in) -> (B, T, hidden)
         if self.cell == "lstm" and not torch.is_autocast_enabled(x.device.type):
             weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)

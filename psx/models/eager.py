@@ -1,0 +1,28 @@
+"""psx's hand-written layers, left out of torch.compile's tracing."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def run_eagerly_under_compile(forward):
+    """Mark a layer's forward to run as it is under `trainer.compile=true`: compile_model puts a
+    graph break around it and compiles the rest of the model.
+
+    LocallyConnected2d and the per-step recurrent layer are already written for speed, as loops
+    over blocks or time steps and autograd Functions. Traced, those loops unroll into graphs that
+    took minutes to compile on CPU (cnn_unshared on digits: 170 s, rnn_unshared 330 s, again for
+    each new batch size) for no faster code."""
+    forward.run_eagerly_under_compile = True
+    return forward
+
+
+def compile_model(model: nn.Module, **compile_options) -> nn.Module:
+    """torch.compile(model, **compile_options), with the forward of every layer marked by run_eagerly_under_compile
+    wrapped in torch.compiler.disable first. The wrapping is done here, when a run compiles, and
+    not by the decorator, because torch.compiler.disable imports torch._dynamo (over a second)."""
+    for layer_type in {type(module) for module in model.modules()}:
+        forward = layer_type.forward
+        if getattr(forward, "run_eagerly_under_compile", False) and not getattr(forward, "_torchdynamo_disable", False):
+            layer_type.forward = torch.compiler.disable(forward)
+    return torch.compile(model, **compile_options)

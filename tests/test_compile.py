@@ -1,0 +1,84 @@
+"""trainer.compile=true: psx's hand-written layers run eagerly inside the compiled model, which
+computes what the plain model computes."""
+import inspect
+import json
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from psx.data import describe
+from psx.hydra_app import config_dir
+from psx.models import build_model
+from psx.models import locally_connected, unshared_lstm
+from psx.models.eager import compile_model
+from psx.models.rnn import PerStepRecurrentLayer
+
+
+
+def hand_written_code():
+    """(file, first line, last line) of the code compile_model must not trace."""
+    spans = []
+    for module in (locally_connected, unshared_lstm):
+        lines, _ = inspect.getsourcelines(module)
+        spans.append((inspect.getsourcefile(module), 1, len(lines)))
+    lines, first = inspect.getsourcelines(PerStepRecurrentLayer)
+    return spans + [(inspect.getsourcefile(PerStepRecurrentLayer), first, first + len(lines) - 1)]
+
+
+def traced_lines(graphs):
+    """(file, line) of the user code behind every node of the captured graphs."""
+    traces = "".join(node.meta.get("stack_trace") or "" for g in graphs for node in g.graph.nodes)
+    return {(file, int(line)) for file, line in re.findall(r'File "([^"]+)", line (\d+)', traces)}
+
+
+def model_on_digits(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", list(overrides))
+    spec = describe(cfg.dataset)
+    torch.manual_seed(0)
+    return build_model(cfg.model, spec), spec
+
+
+@pytest.mark.parametrize("overrides", [["model=cnn_unshared"], ["model=rnn_unshared"], ["model=rnn_unshared", "model.cell=gru"]])
+def test_compiled_model_leaves_hand_written_layers_out_and_matches_eager(overrides):
+    torch._dynamo.reset()
+    model, spec = model_on_digits(*overrides)
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):  # runs the captured graph as it is
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = compile_model(model, backend=recording_backend)
+    x = torch.randn(16, *spec.input_shape)
+    y = torch.randint(0, spec.num_classes, (16,))
+    compiled_loss = F.cross_entropy(compiled(x), y)
+    compiled_loss.backward()
+    compiled_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    eager_loss = F.cross_entropy(model(x), y)
+    eager_loss.backward()
+
+    torch.testing.assert_close(compiled_loss, eager_loss)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(compiled_grads[n], p.grad, msg=n)
+    assert graphs, "nothing was compiled"
+    traced = traced_lines(graphs)
+    assert traced, "no stack traces recorded"
+    inside = [(f, n) for f, n in traced for file, first, last in hand_written_code() if f == file and first <= n <= last]
+    assert not inside, f"compiled code traced from a hand-written layer: {inside}"
+
+
+def test_train_with_compile_equals_eager_run(psx):
+    """The real command with inductor: same losses as the uncompiled run, to float32 rounding."""
+    common = ["train", "model=cnn_unshared", "trainer.epochs=2", "dataset.train_size=200"]
+    for name, extra in (("eager", []), ("compiled", ["trainer.compile=true"])):
+        result = psx(*common, *extra, f"hydra.run.dir={name}")
+        assert result.returncode == 0, result.stderr
+    eager, compiled = (json.loads((psx.cwd / name / "summary.json").read_text()) for name in ("eager", "compiled"))
+    assert compiled["status"] == "completed"
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert compiled["metrics"][key] == pytest.approx(eager["metrics"][key], rel=1e-4), key
