@@ -19,11 +19,17 @@ same run, on the same machine (medians of several repeats).
   sweep     the digits cnn_sharing_vs_datasize grid: Hydra's basic launcher vs joblib with 2 jobs
             (target >= 1.6x on 2 cores), and the ceiling set by how well one job already uses
             both cores through torch's threads.
+  options   psx's GPU options, each alone and all together, against psx without them in the same
+            run (fp32, data on the host copied per batch through pinned memory, eager,
+            deterministic): data resident on the device, cudnn.benchmark, bf16 and fp16 autocast,
+            torch.compile. Training throughput of cnn_shared and cnn_unshared after a warm-up epoch
+            (compile's warm-up epoch includes compiling). Runs on CUDA when there is a GPU
+            (--device to choose); skipped otherwise, as is everything but bf16 and compile on CPU.
 
 Each baseline is written plainly below: the simplest correct raw-PyTorch (or plain-command) way to
 do the same work.
 
-    python scripts/bench.py [--only trainer lc rnn startup sweep] [--json bench.json] [--quick]
+    python scripts/bench.py [--only trainer lc rnn startup sweep options] [--device cuda] [--json bench.json] [--quick]
 
 Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
 processes on the machine distort every figure: run it on an idle machine. Host memory is kept for
@@ -326,9 +332,67 @@ def sweep():
     ]
 
 
+# --- GPU options ---------------------------------------------------------------------------------
+
+# Each option as overrides on top of OPTIONS_BASELINE; the device types it means anything on.
+OPTIONS_BASELINE = ["device.data=host", "trainer.precision=fp32", "trainer.compile=false", "trainer.deterministic=true"]
+OPTIONS = {
+    "data resident on the device": (["device.data=device"], ("cuda",)),
+    "cudnn.benchmark (deterministic=false)": (["trainer.deterministic=false"], ("cuda",)),
+    "bf16 autocast": (["trainer.precision=bf16"], ("cuda", "cpu")),
+    "fp16 autocast + gradient scaling": (["trainer.precision=fp16"], ("cuda",)),
+    "torch.compile": (["trainer.compile=true"], ("cuda", "cpu")),
+    "all of the above but fp16": (["device.data=device", "trainer.deterministic=false", "trainer.precision=bf16",
+                                   "trainer.compile=true"], ("cuda",)),
+}
+
+
+def gpu_options(device, dataset, repeats, quick):
+    from psx.data import build_data
+    from psx.device import configure_backends, place_data
+    from psx.models import build_model
+    from psx.tasks import task_for
+    from psx.trainer import Trainer
+
+    arms = {"baseline": []} | {name: extra for name, (extra, kinds) in OPTIONS.items() if device in kinds}
+    if quick:
+        arms = {name: extra for name, extra in arms.items() if "compile" not in " ".join(extra)}
+    size = ["dataset.train_size=300"] if quick else ["dataset.train_size=10000"] if dataset == "mnist" else []
+    rows = []
+    for model_name in ("cnn_shared", "cnn_unshared"):
+        configs = {arm: compose(f"model={model_name}", f"dataset={dataset}", f"device={device}", *size, "trainer.epochs=3",
+                                "trainer.batch_size=128", "trainer.progress=none", "trainer.checkpoint=false",
+                                "trainer.scheduler=none", *OPTIONS_BASELINE, *extra)
+                   for arm, extra in arms.items()}
+        data = build_data(configs["baseline"].dataset, data_dir=configs["baseline"].paths.data_dir)
+        rates, warm_up = {arm: [] for arm in arms}, {arm: [] for arm in arms}
+        for _ in range(repeats):  # arms interleaved, so that the machine's drift falls on all alike
+            for arm, cfg in configs.items():
+                configure_backends(cfg.trainer.deterministic)
+                torch.manual_seed(0)
+                placed = place_data(data, torch.device(device), cfg.device.data)
+                model = build_model(cfg.model, data.spec).to(device)
+                history = Trainer(cfg.trainer, seed=0).fit(model, placed, task_for(data.spec, cfg.model)).history
+                rates[arm] += [row["time/samples_per_s"] for row in history[1:]]
+                warm_up[arm].append(history[0]["time/epoch_s"])
+        baseline = statistics.median(rates["baseline"])
+        rows.append({"what": f"{model_name}/{dataset} on {device}, psx without the options (samples/s)",
+                     "psx": baseline, "target": ""})
+        for arm in arms:
+            if arm != "baseline":
+                rate = statistics.median(rates[arm])
+                what = f"  {arm}: speed-up (samples/s)"
+                if "compile" in arm:
+                    what += f" [first epoch {statistics.median(warm_up[arm]):.1f} s]"
+                rows.append({"what": what, "psx": rate, "baseline": baseline, "ratio": rate / baseline, "target": "(measured)"})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "rnn", "startup", "sweep"])
+    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "rnn", "startup", "sweep", "options"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None,
+                        help="device for the options section (default: cuda when there is a GPU, else skipped)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
@@ -357,6 +421,11 @@ def main():
         rows += startup(1 if args.quick else 5)
     if "sweep" in args.only and not args.quick:
         rows += sweep()
+    if "options" in args.only:
+        if args.device is None:
+            print("# options: no GPU here, skipped (--device cpu measures the options CPU has: bf16, compile)")
+        else:
+            rows += gpu_options(args.device, "digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick)
 
     print(f"# psx benchmarks: {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, python {platform.python_version()}")

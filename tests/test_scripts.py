@@ -33,11 +33,12 @@ def test_bench_data_quick(tmp_path):
 
 def test_bench_quick(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--json", str(out)],
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--device", "cpu", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
     whats = " ".join(row["what"] for row in rows)
-    for part in ["trainer cnn_shared/digits", "LC vs conv", "rnn_unshared vs rnn_shared", "psx --help", "first step"]:
+    for part in ["trainer cnn_shared/digits", "LC vs conv", "rnn_unshared vs rnn_shared", "psx --help", "first step",
+                 "cnn_unshared/digits on cpu", "bf16 autocast"]:
         assert part in whats
     assert all(row["psx"] > 0 for row in rows)
