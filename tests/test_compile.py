@@ -11,11 +11,9 @@ from hydra import compose, initialize_config_dir
 
 from psx.data import describe
 from psx.hydra_app import config_dir
-from psx.models import build_model
-from psx.models import locally_connected, unshared_lstm
+from psx.models import build_model, locally_connected, unshared_lstm
 from psx.models.eager import compile_model
 from psx.models.rnn import PerStepRecurrentLayer
-
 
 
 def hand_written_code():

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+_KEPT_OUT_OF_COMPILE: set = set()  # the wrapped forwards compile_model has installed
+
 
 def run_eagerly_under_compile(forward):
     """Mark a layer's forward to run as it is under `trainer.compile=true`: compile_model puts a
@@ -20,11 +22,13 @@ def run_eagerly_under_compile(forward):
 
 
 def compile_model(model: nn.Module, **compile_options) -> nn.Module:
-    """torch.compile(model, **compile_options), with the forward of every layer marked by run_eagerly_under_compile
-    wrapped in torch.compiler.disable first. The wrapping is done here, when a run compiles, and
-    not by the decorator, because torch.compiler.disable imports torch._dynamo (over a second)."""
+    """torch.compile(model, **compile_options), with the forward of every layer type marked by
+    run_eagerly_under_compile wrapped in torch.compiler.disable first (once per type). The wrapping
+    is done here, when a run compiles, and not by the decorator, because torch.compiler.disable
+    imports torch._dynamo (over a second)."""
     for layer_type in {type(module) for module in model.modules()}:
         forward = layer_type.forward
-        if getattr(forward, "run_eagerly_under_compile", False) and not getattr(forward, "_torchdynamo_disable", False):
+        if getattr(forward, "run_eagerly_under_compile", False) and forward not in _KEPT_OUT_OF_COMPILE:
             layer_type.forward = torch.compiler.disable(forward)
+            _KEPT_OUT_OF_COMPILE.add(layer_type.forward)
     return torch.compile(model, **compile_options)
