@@ -80,3 +80,14 @@ def test_train_with_compile_equals_eager_run(psx):
     assert compiled["status"] == "completed"
     for key in ("train/loss", "val/loss", "test/loss"):
         assert compiled["metrics"][key] == pytest.approx(eager["metrics"][key], rel=1e-4), key
+
+
+def test_compiling_sweep_on_joblib_leaves_nothing_behind(psx):
+    """psx stops its joblib workers after the last job; one that compiled must not leave a
+    semaphore behind (tqdm's lock, reported by Python as leaked at exit)."""
+    result = psx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=cnn_unshared", "seed=0,1",
+                 "trainer.compile=true", "trainer.epochs=1", "dataset.train_size=100", "hydra.sweep.dir=sweep")
+    assert result.returncode == 0, result.stderr
+    statuses = [json.loads(p.read_text())["status"] for p in (psx.cwd / "sweep").glob("*/summary.json")]
+    assert statuses == ["completed", "completed"]
+    assert "leaked" not in result.stderr, result.stderr

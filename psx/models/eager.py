@@ -1,6 +1,8 @@
 """psx's hand-written layers, left out of torch.compile's tracing."""
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
@@ -31,4 +33,17 @@ def compile_model(model: nn.Module, **compile_options) -> nn.Module:
         if getattr(forward, "run_eagerly_under_compile", False) and forward not in _KEPT_OUT_OF_COMPILE:
             layer_type.forward = torch.compiler.disable(forward)
             _KEPT_OUT_OF_COMPILE.add(layer_type.forward)
+    _thread_lock_for_progress_bars()
     return torch.compile(model, **compile_options)
+
+
+def _thread_lock_for_progress_bars() -> None:
+    """torch.compile reports progress through tqdm, whose first bar makes a lock shared across
+    processes (a semaphore). psx kills its joblib workers once a sweep is done, and the semaphore
+    of a worker that had compiled was then reported at exit as leaked. psx shows no tqdm bars from
+    several processes, so a thread lock is all they need."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # torch does without tqdm
+        return
+    tqdm.set_lock(threading.RLock())
