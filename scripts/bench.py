@@ -402,7 +402,7 @@ def main():
 
     reuse_host_memory()  # as a psx run does by default: psx and every baseline in this process alike
 
-    rows = []
+    rows, notes = [], []
     if "trainer" in args.only:
         mnist = not args.quick and have("mnist")
         rows.append(trainer_overhead("cnn_shared/" + ("mnist 10k" if mnist else "digits"),
@@ -423,7 +423,7 @@ def main():
         rows += sweep()
     if "options" in args.only:
         if args.device is None:
-            print("# options: no GPU here, skipped (--device cpu measures the options CPU has: bf16, compile)")
+            notes.append("# options: no GPU here, skipped (--device cpu measures the options CPU has: bf16, compile)")
         else:
             rows += gpu_options(args.device, "digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick)
 
@@ -434,8 +434,10 @@ def main():
         baseline = f"{row['baseline']:>12.2f}" if "baseline" in row else f"{'':>12}"
         ratio = f"{row['ratio']:>8.2f}" if "ratio" in row else f"{'':>8}"
         print(f"{row['what']:<78}{row['psx']:>12.2f}{baseline}{ratio}  {row['target']}")
+    for note in notes:
+        print(note)
     if args.json:
-        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "rows": rows, "notes": notes}, indent=2))
 
 
 if __name__ == "__main__":
