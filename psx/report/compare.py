@@ -28,7 +28,9 @@ NO_DIFFERENCE = "no detectable difference"
 READING = ("gap = arm − reference; [low, high] is its 95% confidence interval (t interval on the paired "
            "differences; Welch's where runs could not be paired): an interval that excludes 0 means the data "
            "rule out no difference at that size, and the verdict says so only where that holds for all {m} "
-           "comparisons together (Holm, family-wise α = 0.05).")
+           "comparisons together (Holm, family-wise α = 0.05). Where it does not, 'seeds for this gap' is how many "
+           "seeds per arm would detect a gap of the observed size (or --min-effect) with 80% power at the strictest "
+           "Holm level.")
 
 
 def metric_column(runs: pd.DataFrame, metric: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from psx.report.aggregate import lower_is_better
+from psx.report.stats import MAX_SEEDS
 
 STD_NOTE = "mean ± sample std (ddof=1) over seeds; – where n = 1 (no spread from one run)"
 HEADER_NAMES = {"train_size": "train size", "model": "model", "dataset": "dataset"}
@@ -124,8 +125,6 @@ def runs_text(row: dict[str, Any]) -> str:
 
 
 def seeds_text(value: Any) -> str:
-    from psx.report.stats import MAX_SEEDS
-
     if is_missing(value):
         return ""
     return f"> {MAX_SEEDS:,}" if int(value) > MAX_SEEDS else f"≈ {int(value)}"
