@@ -157,7 +157,7 @@ class Plotter:
                 first = rows.iloc[0]
                 extra = " ".join(str(first[k]) for k in pair_keys)
                 label = f"{first['model']} − {first['reference_model']} {extra}".strip()
-                x, gap = rows["train_examples"], rows["gap"]
+                x, gap = rows["train_examples"] * 1.04 ** i, rows["gap"]  # nudged so the bars do not hide each other
                 errors = np.nan_to_num(np.vstack([gap - rows["ci_low"], rows["ci_high"] - gap]).astype(float))
                 ax.errorbar(x, gap, yerr=errors, color=f"C{i}", marker="o", capsize=4, label=label)
             ax.axhline(0, color="black", linewidth=0.8)
@@ -188,12 +188,13 @@ class Plotter:
                 label = f"{first['family']}, train size {size_label(first[self.size_key], first['train_examples'])}"
                 ax.errorbar(rows["sharing/ratio"], rows[f"{column} mean"], yerr=np.nan_to_num(rows[f"{column} std"].astype(float)),
                             color=f"C{i}", marker="o", capsize=3, label=label)
-                for row in rows.to_dict("records"):
-                    ax.annotate(str(row["arm"]), (row["sharing/ratio"], row[f"{column} mean"]), fontsize="small",
-                                textcoords="offset points", xytext=(4, 4))
+            ratios = panel.drop_duplicates("arm").sort_values("sharing/ratio")
             ax.set_xscale("log")
+            ax.set_xticks(ratios["sharing/ratio"].tolist())
+            ax.set_xticklabels([f"{r['arm']}\n{r['sharing/ratio']:.2g}" for r in ratios.to_dict("records")])
+            ax.minorticks_off()
             ax.set_title(f"{dataset}: {self.split} {self.metric} vs sharing ratio\n(mean ± std over seeds; 1 = nothing shared)")
-            ax.set_xlabel("sharing ratio: unshared-equivalent / unique parameters (log scale)")
+            ax.set_xlabel("arm and its sharing ratio: unshared-equivalent / unique parameters (log scale)")
             ax.set_ylabel(metric_label(self.metric, self.split))
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
