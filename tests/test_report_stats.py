@@ -174,3 +174,17 @@ def test_terminal_fits_80_columns_and_lists_every_file(tmp_path, monkeypatch, ca
     assert all(name in wrote for name in ("gaps.csv", "aggregate.md", "report.html", "summary.csv"))
     html = (sweep / "report" / "report.html").read_text()
     assert "${oc.env" not in html and "paths.data_dir: /resolved/data" in html
+
+
+def test_seeds_estimate_matches_textbook_sample_sizes():
+    """Cohen's tables (two-sided alpha 0.05, power 0.8, d = 0.5): 34 pairs for a paired t-test,
+    64 runs per arm for two independent groups; a tenth of that effect needs hundreds."""
+    from psx.report.stats import MAX_SEEDS, seeds_needed
+
+    assert seeds_needed(0.01, 0.02, "paired") == 34
+    assert seeds_needed(0.01, 0.02, "welch") == 64
+    assert seeds_needed(-0.01, 0.02, "paired") == 34  # the sign of the gap does not matter
+    assert seeds_needed(0.0001, 0.02, "paired") == MAX_SEEDS + 1
+    assert seeds_needed(0.0, 0.02, "paired") is None and seeds_needed(0.01, 0.0, "paired") is None
+    strict = seeds_needed(0.045, 0.0133, "paired", alpha=0.05 / 6)  # a stricter level needs more seeds
+    assert strict > seeds_needed(0.045, 0.0133, "paired") >= 2

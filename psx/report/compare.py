@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from psx.report import stats
-from psx.report.aggregate import MODEL_KEYS, normalise, lower_is_better, sort_key
+from psx.report.aggregate import MODEL_KEYS, as_objects, lower_is_better, normalise, sort_key
 
 # What makes two runs of different arms a pair: the same values of these (where recorded).
 PAIR_KEYS = ("seed", "dataset", "train_size", "dataset.name", "dataset.train_size", "dataset.subset_seed",
@@ -61,7 +61,11 @@ def compare(runs: pd.DataFrame, by: list[str], metric: str, min_effect: float | 
                 row.update(difference(arm, reference, column))
                 rows.append(row)
     rows.sort(key=lambda r: (*(sort_key(r[k]) for k in pair_by), str(r["family"]), str(r["model"])))
-    return verdicts(pd.DataFrame.from_records(rows), metric, min_effect)
+    table = pd.DataFrame.from_records(rows)
+    for key in pair_by:  # 200, not the 200.0 pandas makes of a column holding a None (the full set)
+        if key in table:
+            table[key] = as_objects(table[key])
+    return verdicts(table, metric, min_effect)
 
 
 def pair_key(run: dict[str, Any]) -> tuple:

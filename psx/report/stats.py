@@ -111,7 +111,8 @@ def seeds_needed(effect: float, spread: float, method: str, alpha: float = ALPHA
         se = spread / math.sqrt(n) if method == "paired" else spread * math.sqrt(2 / n)
         critical = stats.t.ppf(1 - alpha / 2, df)
         shift = abs(effect) / se
-        return stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+        upper, lower = stats.nct.sf(critical, df, shift), stats.nct.cdf(-critical, df, shift)
+        return float(np.nan_to_num(upper) + np.nan_to_num(lower))  # scipy gives NaN for a vanishing tail
 
     if power(MAX_SEEDS) < POWER:
         return MAX_SEEDS + 1
