@@ -188,3 +188,16 @@ def test_seeds_estimate_matches_textbook_sample_sizes():
     assert seeds_needed(0.0, 0.02, "paired") is None and seeds_needed(0.01, 0.0, "paired") is None
     strict = seeds_needed(0.045, 0.0133, "paired", alpha=0.05 / 6)  # a stricter level needs more seeds
     assert strict > seeds_needed(0.045, 0.0133, "paired") >= 2
+
+
+def test_a_run_without_its_reference_arm_takes_its_familys(tmp_path):
+    """A run that recorded its arm but not the family's reference arm (as W&B summaries may) pairs
+    with the runs that did."""
+    sweep = write_sweep(tmp_path / "sweep", paired_grid())
+    for job in range(0, 16, 2):  # the shared arm's runs
+        path = sweep / str(job) / "summary.json"
+        summary = json.loads(path.read_text())
+        del summary["reference_arm"], summary["shared"]
+        path.write_text(json.dumps(summary))
+    assert report([str(sweep)]) == 0
+    assert [(r["model"], r["method"]) for r in gaps(sweep / "report")] == [("cnn_shared", "paired")] * 2

@@ -113,6 +113,7 @@ def build_runset(records: list[dict[str, Any]], curves: list[pd.DataFrame], swee
     metric_keys = _metric_keys(records)
     config_keys = sorted({k for r in records for k in r} - set(LEADING_COLUMNS) - metric_keys)
     records = sorted(records, key=lambda r: (r["source"], _natural(r["path"])))  # job 2 before job 10
+    fill_reference_arms(records)
     for record in records:  # group keys must be hashable: a list in a config becomes its text
         for key in config_keys:
             if isinstance(record.get(key), (list, dict)):
@@ -124,6 +125,20 @@ def build_runset(records: list[dict[str, Any]], curves: list[pd.DataFrame], swee
             runs[column] = pd.Series([None if pd.isna(v) else int(v) for v in runs[column]], dtype=object)
     table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "epoch"])
     return RunSet(runs=runs, curves=table, config_keys=config_keys, sweeps=sweeps)
+
+
+def fill_reference_arms(records: list[dict[str, Any]]) -> None:
+    """A run that knows its arm but not its family's reference arm (a W&B run whose summary lacks
+    it) takes the reference arm that other runs of the same family recorded, when they agree."""
+    known: dict[Any, set] = {}
+    for record in records:
+        if record.get("family") is not None and record.get("reference_arm") is not None:
+            known.setdefault(record["family"], set()).add(record["reference_arm"])
+    for record in records:
+        references = known.get(record.get("family"), set())
+        if record.get("arm") is not None and record.get("reference_arm") is None and len(references) == 1:
+            record["reference_arm"] = next(iter(references))
+            record["shared"] = record["arm"] != record["reference_arm"]
 
 
 def _natural(text: str) -> list:
