@@ -163,3 +163,15 @@ def test_a_read_only_sweep_is_one_line_and_out_works(tmp_path):
     result = read_only(sweep, [str(sweep), "--out", str(tmp_path / "elsewhere")])
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "elsewhere" / "report.html").exists()
+
+
+def test_a_sweep_where_no_run_completed_lists_every_run_then_one_error_line(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", [dict(model="cnn_shared", arm="shared", seed=s, acc=0.8) for s in (0, 1)])
+    (sweep / "0" / "summary.json").write_text("[]")
+    (sweep / "1" / "summary.json").write_bytes(b"\xff\x00")
+    result = run_psx(["report", str(sweep)], cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip() == "psx: error: no run completed, nothing to compare (2 runs, listed above)"
+    assert "  0 (model cnn_shared, train size 100, seed 0): damaged: summary.json is a JSON list" in result.stdout
+    assert "  1 (model cnn_shared, train size 100, seed 1): damaged: summary.json is not text" in result.stdout
+    assert not (sweep / "report").exists()

@@ -38,7 +38,7 @@ def resolve_metric(runs: pd.DataFrame, metric: str | None) -> str:
     """The metric to report, without its split: --metric, else the runs' selection metric."""
     available = available_metrics(runs)
     if not available:
-        raise PsxError("no run has val or test metrics (did every run fail? see the failed runs above)")
+        raise PsxError("no run has val or test metrics")
     if metric is None:
         chosen = runs["selection_metric"].dropna()
         metric = chosen.mode().iloc[0] if len(chosen) else ("acc" if "acc" in available else available[0])

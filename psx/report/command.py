@@ -71,6 +71,9 @@ def report(args) -> int:
     started = time.perf_counter()
     runset, out, source = load(args)
     by = agg_mod.resolve_by(runset.runs, runset.config_keys, _split(args.by))
+    if not (runset.runs["status"] == "completed").any():  # nothing to count: say why, run by run
+        terminal.print_left_out(terminal.console(), tables.left_out_rows(runset.runs))
+        raise PsxError(f"no run completed, nothing to compare ({len(runset.runs)} runs, listed above)")
     metric = agg_mod.resolve_metric(runset.runs, args.metric)
     result = compute(runset, by, metric, source, args.min_effect)
     with Staging(out) as folder:

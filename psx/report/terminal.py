@@ -83,10 +83,14 @@ def print_report(report: dict[str, Any], metric: str, by: list[str], files: list
         out.print(Text(report["reading"]))  # prose wraps at words; paths and reasons below stay whole
     for note in report["notes"]:
         out.print(Text(note))
-    left_out = report["left_out"]
+    print_left_out(out, report["left_out"])
+    out.print(Text(f"wrote {out_dir}/: {', '.join(files)} ({seconds:.1f} s)"), soft_wrap=True)
+
+
+def print_left_out(out: Console, left_out: list[dict[str, Any]]) -> None:
+    """One line per run: whole, so a reason can be found with grep however narrow the terminal."""
     if left_out:
         out.print(Text(f"{len(left_out)} runs left out of the numbers or with damaged files:", style="red"))
-        for row in left_out:
-            what = ", ".join(f"{k} {row[k]}" for k in ("model", "train size", "seed") if row[k] != "–")
-            out.print(Text(f"  {row['run']} ({what}): {row['status']}: {row['reason']}"), soft_wrap=True)
-    out.print(Text(f"wrote {out_dir}/: {', '.join(files)} ({seconds:.1f} s)"), soft_wrap=True)
+    for row in left_out:
+        what = ", ".join(f"{k} {row[k]}" for k in ("model", "train size", "seed") if row[k] != "–")
+        out.print(Text(f"  {row['run']} ({what}): {row['status']}: {row['reason']}"), soft_wrap=True)
