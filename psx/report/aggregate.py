@@ -1,7 +1,7 @@
 """Runs -> groups: mean and sample standard deviation over seeds (compare.py pairs the arms).
 
 Statistics use completed runs only; runs that failed, were interrupted or are still running are
-counted per group ("not completed") and listed by the report, never dropped silently.
+counted per group ("not_completed", shown as "left out") and listed by the report, never dropped silently.
 std is the sample standard deviation (ddof=1), so it is undefined (NaN, shown as "–") for n = 1.
 """
 from __future__ import annotations
@@ -137,6 +137,7 @@ def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> lis
     if frame.empty or not candidates:
         return []
     keys = frame[by].map(lambda v: repr(normalise(v)))
-    values = frame[candidates].map(lambda v: repr(normalise(v)))
+    values = frame[candidates].map(lambda v: None if normalise(v) is None else repr(normalise(v)))  # a run
+    # without a config (a damaged config.yaml) mixes nothing
     counts = pd.concat([keys, values], axis=1).groupby(by)[candidates].nunique()
     return [k for k in candidates if (counts[k] > 1).any()]

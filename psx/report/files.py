@@ -42,7 +42,7 @@ def read_summary(path: Path) -> tuple[dict[str, Any], str | None]:
     try:
         summary = json.loads(text)
     except json.JSONDecodeError as e:
-        return {}, f"summary.json is not valid JSON ({e.msg} at line {e.lineno})"
+        return {}, f"summary.json is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})"
     if not isinstance(summary, dict):
         return {}, f"summary.json is a JSON {JSON_KINDS.get(type(summary), type(summary).__name__)}, not an object"
     return summary, None

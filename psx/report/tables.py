@@ -67,7 +67,7 @@ def aggregate_table(agg: pd.DataFrame, by: list[str], metric: str) -> tuple[list
     ]
     show_incomplete = bool(len(agg)) and agg["not_completed"].sum() > 0
     if show_incomplete:
-        headers.append("not completed")
+        headers.append("left out")
     rows = []
     for row in agg.to_dict("records"):
         ratio = row.get("sharing/ratio")
