@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from conftest import psx_executable, run_psx
-from test_report_stats import write_run, write_sweep
+from test_report_stats import write_sweep
 
 from psx.errors import PsxError
 from psx.report.command import main as report
