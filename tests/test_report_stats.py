@@ -103,7 +103,7 @@ def test_paired_interval_matches_a_hand_computation(tmp_path, capsys):
     assert "95% confidence interval" in shown and "Holm" in shown  # how to read it, in one sentence
 
 
-def test_runs_on_different_seeds_or_subsets_are_not_paired(tmp_path):
+def test_runs_on_different_seeds_or_subsets_are_not_paired(tmp_path, capsys):
     runs = []
     for i in range(3):
         runs.append(dict(model="cnn_shared", arm="shared", seed=i, acc=SHARED[100][i]))
@@ -117,6 +117,7 @@ def test_runs_on_different_seeds_or_subsets_are_not_paired(tmp_path):
     assert float(row["ci_low"]) == pytest.approx(low, rel=1e-9) and float(row["ci_high"]) == pytest.approx(high, rel=1e-9)
     assert float(row["p"]) == pytest.approx(welch.pvalue, rel=1e-9)
     assert "3 + 3 unpaired (Welch)" in (sweep / "report" / "aggregate.md").read_text()
+    assert "not paired (no common seeds and training subsets), Welch's interval instead: digits 100" in capsys.readouterr().out
 
     runs = [dict(r, seed=r["seed"] % 10, subset_seed=0 if r["arm"] == "shared" else 1) for r in runs]
     sweep = write_sweep(tmp_path / "subsets", runs)  # same seeds, different training subsets

@@ -163,16 +163,21 @@ def compute(runset: RunSet, by: list[str], metric: str, source: str, min_effect:
     }
 
 
-def gap_parts(gaps: pd.DataFrame, metric: str) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The gap table split per pair of arms, each with its own title (for the terminal)."""
+def gap_parts(gaps: pd.DataFrame, metric: str) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """The gap table split per pair of arms (for the terminal): (title, headers, rows, note), the
+    note naming the rows whose runs could not be paired, in case the narrow terminal drops 'runs'."""
     parts = []
     if gaps.empty:
         return parts
     for _, part in gaps.groupby(["model", "reference_model"], sort=False):
         headers, rows = tables.gap_table(part.reset_index(drop=True), metric)
         keep = [i for i, h in enumerate(headers) if h not in ("arm", "reference")]
+        keys = [i for i, h in enumerate(headers) if i < headers.index("arm")]
+        unpaired = [" ".join(row[i] for i in keys) or "all" for row, method in zip(rows, part["method"]) if method != "paired"]
+        note = (f"not paired (no common seeds and training subsets), Welch's interval instead: {'; '.join(unpaired)}"
+                if unpaired else "")
         parts.append((tables.gap_title(part.iloc[0].to_dict(), metric), [headers[i] for i in keep],
-                      [[r[i] for i in keep] for r in rows]))
+                      [[r[i] for i in keep] for r in rows], note))
     return parts
 
 

@@ -77,8 +77,10 @@ def print_report(report: dict[str, Any], metric: str, by: list[str], files: list
     better = "lower" if tables.lower_is_better(metric) else "higher"
     show(out, *report["aggregate"], title=f"{metric} ({better} is better) by {', '.join(by)}",
          caption=tables.STD_NOTE, optional=tables.OPTIONAL_AGGREGATE)
-    for title, headers, rows in report["gap_parts"]:
+    for title, headers, rows, note in report["gap_parts"]:
         show(out, headers, rows, title=title, optional=tables.OPTIONAL_GAP)
+        if note:
+            out.print(Text(note))
     if report["gap_parts"]:
         out.print(Text(report["reading"]))  # prose wraps at words; paths and reasons below stay whole
     for note in report["notes"]:
