@@ -117,7 +117,7 @@ def test_runs_on_different_seeds_or_subsets_are_not_paired(tmp_path, capsys):
     assert float(row["ci_low"]) == pytest.approx(low, rel=1e-9) and float(row["ci_high"]) == pytest.approx(high, rel=1e-9)
     assert float(row["p"]) == pytest.approx(welch.pvalue, rel=1e-9)
     assert "3 + 3 unpaired (Welch)" in (sweep / "report" / "aggregate.md").read_text()
-    assert "not paired (no common seeds and training subsets), Welch's interval instead: digits 100" in capsys.readouterr().out
+    assert "not paired (no one-to-one match of seeds and training subsets), Welch's interval instead: digits 100" in capsys.readouterr().out
 
     runs = [dict(r, seed=r["seed"] % 10, subset_seed=0 if r["arm"] == "shared" else 1) for r in runs]
     sweep = write_sweep(tmp_path / "subsets", runs)  # same seeds, different training subsets
@@ -202,3 +202,14 @@ def test_a_run_without_its_reference_arm_takes_its_familys(tmp_path):
         path.write_text(json.dumps(summary))
     assert report([str(sweep)]) == 0
     assert [(r["model"], r["method"]) for r in gaps(sweep / "report")] == [("cnn_shared", "paired")] * 2
+
+
+def test_two_runs_of_one_arm_on_one_seed_are_not_paired(tmp_path):
+    """Runs that --by leaves in one row although they differ (here: two per seed) have no one-to-one
+    pairing; the comparison falls back to Welch instead of pairing arbitrarily."""
+    runs = [dict(model="cnn_shared", arm="shared", seed=s % 2, acc=0.80 + 0.01 * s) for s in range(4)]
+    runs += [dict(model="cnn_unshared", arm="unshared", seed=s, acc=0.78 + 0.01 * s, unique=350_602) for s in range(2)]
+    sweep = write_sweep(tmp_path / "sweep", runs)
+    assert report([str(sweep)]) == 0
+    (row,) = gaps(sweep / "report")
+    assert (row["method"], row["n_arm"], row["n_reference"]) == ("welch", "4", "2")

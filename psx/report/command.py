@@ -174,7 +174,7 @@ def gap_parts(gaps: pd.DataFrame, metric: str) -> list[tuple[str, list[str], lis
         keep = [i for i, h in enumerate(headers) if h not in ("arm", "reference")]
         keys = [i for i, h in enumerate(headers) if i < headers.index("arm")]
         unpaired = [" ".join(row[i] for i in keys) or "all" for row, method in zip(rows, part["method"]) if method != "paired"]
-        note = (f"not paired (no common seeds and training subsets), Welch's interval instead: {'; '.join(unpaired)}"
+        note = (f"not paired (no one-to-one match of seeds and training subsets), Welch's interval instead: {'; '.join(unpaired)}"
                 if unpaired else "")
         parts.append((tables.gap_title(part.iloc[0].to_dict(), metric), [headers[i] for i in keep],
                       [[r[i] for i in keep] for r in rows], note))
