@@ -205,18 +205,36 @@ def build_loggers(cfg, run: dict[str, Any], run_dir: Path) -> Loggers:
     return Loggers(loggers)
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'model': {'name': 'x'}} -> {'model.name': 'x'}; lists become strings (tracker UIs group on scalars)."""
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'name': 'x'}} -> {'model.name': 'x'}. A list becomes its Hydra override spelling
+    ("[8, 16]", "[features]"): tracker UIs group on scalars, and the text can be pasted back into
+    a command line. The one flattening of configs: trackers and `psx report` both use it."""
+    if not isinstance(config, dict):
+        return {prefix[:-1]: hydra_text(config)} if prefix else {}
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = str(list(value))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = value
+            flat[f"{prefix}{key}"] = hydra_text(value)
     return flat
+
+
+def hydra_text(value: Any) -> Any:
+    """Lists (also nested, also inside dicts) as Hydra writes them; scalars unchanged."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_element(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_element(v)}" for k, v in value.items()) + "}"
+    return value
+
+
+def _element(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(hydra_text(value))
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

@@ -63,11 +63,13 @@ def test_aggregate_matches_mean_and_sample_std_of_the_run_summaries(sweep):
     for model in ("cnn_shared", "cnn_unshared"):  # the failed size is a row too, with nothing to average
         assert rows[(model, "5")]["n"] == "0" and rows[(model, "5")]["not_completed"] == "2"
 
-    gaps = {r["train_size"]: float(r["gap"]) for r in read_csv(sweep.out / "gaps.csv")}
+    gaps = {r["train_size"]: r for r in read_csv(sweep.out / "gaps.csv")}
     for size in ("40", "80"):
         shared = statistics.mean(m["test/acc"] for m in expected[("cnn_shared", size)])
         unshared = statistics.mean(m["test/acc"] for m in expected[("cnn_unshared", size)])
-        assert gaps[size] == pytest.approx(shared - unshared, abs=1e-12)
+        assert float(gaps[size]["gap"]) == pytest.approx(shared - unshared, abs=1e-12)
+        # real runs carry their arm; the same seed on the same subset makes the two arms a pair
+        assert (gaps[size]["arm"], gaps[size]["reference_arm"], gaps[size]["method"]) == ("shared", "unshared", "paired")
 
 
 def test_summary_csv_has_one_row_per_run_with_config_and_metrics(sweep):
@@ -82,7 +84,7 @@ def test_summary_csv_has_one_row_per_run_with_config_and_metrics(sweep):
 
 def test_failed_runs_are_listed_in_the_terminal_and_the_html(sweep):
     assert "8 completed, 4 failed" in sweep.stdout
-    assert "4 runs did not complete" in sweep.stdout and FAILED_ERROR in sweep.stdout
+    assert "4 runs left out of the numbers" in sweep.stdout and FAILED_ERROR in sweep.stdout
     html = (sweep.out / "report.html").read_text()
     failed_table = re.search(r'<table id="failed">.*?</table>', html, re.S).group(0)
     assert failed_table.count('<tr class="failed">') == 4 and FAILED_ERROR in failed_table

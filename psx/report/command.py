@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -11,13 +11,16 @@ import pandas as pd
 
 from psx.errors import PsxError
 from psx.report import aggregate as agg_mod
-from psx.report import tables
-from psx.report.runs import RunSet, default_path, load_local
+from psx.report import compare, tables, terminal
+from psx.report.output import Staging
+from psx.report.records import RunSet
+from psx.report.runs import default_path, load_local
 
-DESCRIPTION = """Compare runs: mean ± std over seeds per (dataset, model, train size), the shared − unshared
-gap, plots and one self-contained report.html. Reads every run folder below the paths (default: the
-most recent sweep under ./outputs/multirun, else the most recent run), W&B run folders too, or runs
-fetched from W&B with --wandb."""
+DESCRIPTION = """Compare runs: mean ± std over seeds per (dataset, model, train size); each arm of a family
+against the family's reference arm (paired 95% intervals, Holm-corrected verdicts, seeds needed); plots
+and one self-contained report.html. Reads every run folder below the paths (default: the most recent
+sweep under ./outputs/multirun, else the most recent run), W&B run folders too, or runs fetched from
+W&B with --wandb. Damaged runs are listed with the reason and left out of the numbers."""
 
 EPILOG = """examples:
   psx report                                         # the latest sweep
@@ -42,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         "shared) or any dotted config key (trainer.lr). Default: dataset,model,train_size")
     p.add_argument("--metric", help="metric to compare, without split: acc, loss, ppl, acc/<task> "
                                     "(default: the runs' selection metric). Lower is better for loss and ppl")
+    p.add_argument("--min-effect", type=float, metavar="GAP",
+                   help="where no difference is detected, say how many seeds would resolve a gap of this size "
+                        "(default: the observed gap), e.g. 0.01 for one point of accuracy")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write the files (default: <sweep>/report)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B's server instead of folders")
     p.add_argument("--group", help="with --wandb: only runs of this group (the sweep)")
@@ -50,12 +56,29 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    try:
+        return report(args)
+    except PsxError:
+        raise
+    except Exception as e:  # whatever a damaged folder holds, psx report answers in one line
+        if os.environ.get("PSX_DEBUG"):
+            raise
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise PsxError(f"report failed: {type(e).__name__}: {detail} (set PSX_DEBUG=1 for the traceback)") from None
+
+
+def report(args) -> int:
     started = time.perf_counter()
     runset, out, source = load(args)
     by = agg_mod.resolve_by(runset.runs, runset.config_keys, _split(args.by))
+    if not (runset.runs["status"] == "completed").any():  # nothing to count: say why, run by run
+        terminal.print_left_out(terminal.console(), tables.left_out_rows(runset.runs))
+        raise PsxError(f"no run completed, nothing to compare ({len(runset.runs)} runs, listed above)")
     metric = agg_mod.resolve_metric(runset.runs, args.metric)
-    report = build(runset, by, metric, out, source)
-    print_report(report, runset, by, metric, out, time.perf_counter() - started)
+    result = compute(runset, by, metric, source, args.min_effect)
+    with Staging(out) as folder:
+        files = write(result, runset, by, metric, folder)
+    terminal.print_report(result, metric, by, files, str(out), time.perf_counter() - started)
     return 0
 
 
@@ -118,83 +141,79 @@ def _number(text: str):
         return None if text == "null" else text
 
 
-def build(runset: RunSet, by: list[str], metric: str, out: Path, source: str) -> dict:
-    """Compute the tables, write every file, return what the terminal shows."""
+def compute(runset: RunSet, by: list[str], metric: str, source: str, min_effect: float | None) -> dict:
+    """Every table of the report, as data and as text."""
     runs = runset.runs
     aggregate = agg_mod.aggregate(runs, by, metric)
-    gaps = agg_mod.gaps(aggregate, by, metric)
+    gaps = compare.compare(runs, by, metric, min_effect)
     mixed = agg_mod.mixed_keys(runs, runset.config_keys, by)
     notes = []
     if mixed:
         notes.append(f"note: runs in one row differ in {', '.join(mixed)}; add them to --by to separate them")
-    failed = tables.failed_rows(runs)
     counts = runs["status"].value_counts()
     summary_line = (f"{len(runs)} run{'s' if len(runs) != 1 else ''} from {source}: "
                     + ", ".join(f"{int(n)} {status}" for status, n in counts.items()))
-    agg_text = tables.aggregate_table(aggregate, by, metric)
-    gap_text = tables.gap_table(gaps, metric)
+    better = "lower" if agg_mod.lower_is_better(metric) else "higher"
+    return {
+        "title": f"psx report: {metric} ({better} is better) by {', '.join(by)}", "summary_line": summary_line,
+        "aggregate_frame": aggregate, "gaps": gaps, "notes": notes,
+        "aggregate": tables.aggregate_table(aggregate, by, metric), "gap": tables.gap_table(gaps, metric),
+        "gap_parts": gap_parts(gaps, metric), "left_out": tables.left_out_rows(runs),
+        "reading": compare.READING.format(m=gaps.attrs.get("comparisons", 0)) if not gaps.empty else "",
+    }
 
-    out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out / "summary.csv", index=False)
-    aggregate.to_csv(out / "aggregate.csv", index=False)
-    if not gaps.empty:
-        gaps.to_csv(out / "gaps.csv", index=False)
+
+def gap_parts(gaps: pd.DataFrame, metric: str) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """The gap table split per pair of arms (for the terminal): (title, headers, rows, note), the
+    note naming the rows whose runs could not be paired, in case the narrow terminal drops 'runs'."""
+    parts = []
+    if gaps.empty:
+        return parts
+    for _, part in gaps.groupby(["model", "reference_model"], sort=False):
+        headers, rows = tables.gap_table(part.reset_index(drop=True), metric)
+        keep = [i for i, h in enumerate(headers) if h not in ("arm", "reference")]
+        keys = [i for i, h in enumerate(headers) if i < headers.index("arm")]
+        unpaired = [" ".join(row[i] for i in keys) or "all" for row, method in zip(rows, part["method"]) if method != "paired"]
+        note = (f"not paired (no one-to-one match of seeds and training subsets), Welch's interval instead: {'; '.join(unpaired)}"
+                if unpaired else "")
+        parts.append((tables.gap_title(part.iloc[0].to_dict(), metric), [headers[i] for i in keep],
+                      [[r[i] for i in keep] for r in rows], note))
+    return parts
+
+
+def write(result: dict, runset: RunSet, by: list[str], metric: str, folder: Path) -> list[str]:
+    """Every file of the report into `folder`; returns their names in the order written."""
+    runset.runs.to_csv(folder / "summary.csv", index=False)
+    result["aggregate_frame"].to_csv(folder / "aggregate.csv", index=False)
+    names = ["summary.csv", "aggregate.csv"]
+    if not result["gaps"].empty:
+        result["gaps"].to_csv(folder / "gaps.csv", index=False)
+        names.append("gaps.csv")
     figures = []
-    if (aggregate["n"] > 0).any():
+    if (result["aggregate_frame"]["n"] > 0).any():
         from psx.report.plots import Plotter  # matplotlib only when there is something to plot
 
-        figures = Plotter(runs, runset.curves, by, metric, out).all()
-    better = "lower" if agg_mod.lower_is_better(metric) else "higher"
-    title = f"psx report: {metric} ({better} is better) by {', '.join(by)}"
-    (out / "aggregate.md").write_text(_markdown(title, summary_line, agg_text, gap_text, failed, notes, figures))
+        figures = Plotter(runset.runs, runset.curves, by, metric, folder).all()
+    (folder / "aggregate.md").write_text(_markdown(result, figures), encoding="utf-8")
     config_common, config_varying = config_split(runset)
     from psx.report.html import render
 
-    page = render(title=title, summary_line=summary_line, aggregate=agg_text, gap=gap_text, figures=figures,
-                  failed=failed, sweeps=runset.sweeps, config_common=config_common,
-                  config_varying=config_varying, notes=notes, runs=runs)
-    (out / "report.html").write_text(page, encoding="utf-8")
-    return {"summary_line": summary_line, "aggregate": agg_text, "gap": gap_text, "failed": failed,
-            "notes": notes, "figures": figures, "gaps": gaps}
+    page = render(result=result, figures=figures, sweeps=runset.sweeps, config_common=config_common,
+                  config_varying=config_varying, runs=runset.runs)
+    (folder / "report.html").write_text(page, encoding="utf-8")
+    return [*names, "aggregate.md", *(p.name for p, _ in figures), "report.html"]
 
 
-def _markdown(title, summary_line, agg_text, gap_text, failed, notes, figures) -> str:
-    parts = [f"# {title}", "", summary_line, "", tables.markdown(*agg_text), "", f"_{tables.STD_NOTE}_", ""]
-    parts += [n + "\n" for n in notes]
-    if gap_text[0]:
-        parts += ["## Shared − unshared", "", tables.markdown(*gap_text), ""]
-    if failed:
-        parts += ["## Runs that did not complete", "",
-                  tables.markdown(list(failed[0]), [list(r.values()) for r in failed]), ""]
+def _markdown(result: dict, figures) -> str:
+    parts = [f"# {result['title']}", "", result["summary_line"], "", tables.markdown(*result["aggregate"]), "",
+             f"_{tables.STD_NOTE}_", ""]
+    parts += [n + "\n" for n in result["notes"]]
+    if result["gap"][0]:
+        parts += ["## Arms against their reference", "", tables.markdown(*result["gap"]), "", f"_{result['reading']}_", ""]
+    left_out = result["left_out"]
+    if left_out:
+        headers = [h for h in left_out[0] if h != "path"]
+        parts += ["## Runs left out of the numbers or with damaged files", "",
+                  tables.markdown(headers, [[r[h] for h in headers] for r in left_out]), ""]
     parts += [f"![{caption}]({path.name})" for path, caption in figures]
     return "\n".join(parts) + "\n"
-
-
-def print_report(report: dict, runset: RunSet, by: list[str], metric: str, out: Path, seconds: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console(width=shutil.get_terminal_size((160, 24)).columns, highlight=False)
-
-    def show(headers, rows, title, caption=None, style=None):
-        table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-        for header in headers:
-            table.add_column(header, overflow="fold")
-        for row in rows:
-            table.add_row(*(Text(str(c)) for c in row), style=style)  # Text: run names are not rich markup
-        console.print(table)
-
-    console.print(Text(report["summary_line"]), soft_wrap=True)
-    better = "lower" if agg_mod.lower_is_better(metric) else "higher"
-    show(*report["aggregate"], title=f"{metric} ({better} is better) by {', '.join(by)}", caption=tables.STD_NOTE)
-    if report["gap"][0]:
-        show(*report["gap"], title="shared − unshared")
-    for note in report["notes"]:
-        console.print(Text(note), soft_wrap=True)
-    if report["failed"]:
-        headers = [h for h in report["failed"][0] if h != "path"]
-        show(headers, [[r[h] for h in headers] for r in report["failed"]],
-             title=f"{len(report['failed'])} runs did not complete", style="red")
-    files = ["summary.csv", "aggregate.csv", "aggregate.md", *(p.name for p, _ in report["figures"]), "report.html"]
-    console.print(Text(f"wrote {out}/: {', '.join(files)} ({seconds:.1f} s)"), soft_wrap=True)

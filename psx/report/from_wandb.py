@@ -4,9 +4,9 @@ run folders the W&B client writes locally (wandb/offline-run-*/, wandb/run-*/).
 What a W&B run must carry to be reported (the `logger=wandb` integration writes these):
 
 - config: the psx config, flattened to dotted keys as in .hydra/config.yaml ("model.name",
-  "model.family", "model.shared", "dataset.name", "dataset.train_size", "seed", "trainer.lr", ...).
+  "model.family", "model.arm", "dataset.name", "dataset.train_size", "seed", "trainer.lr", ...).
   Nested dicts are flattened here too, so logging the nested config also works.
-- summary: the fields of summary.json (runs.SUMMARY_FIELDS: "status", "error", "train_examples",
+- summary: the fields of summary.json (records.SUMMARY_FIELDS: "status", "error", "train_examples",
   "params/unique", "params/unshared_equiv", "wall_seconds", "psx_version", "torch_version",
   "device", ...) with the final metrics at the top level ("val/acc", "test/acc", "val/loss", ...;
   test at the best-val epoch, as in summary.json's "metrics").
@@ -27,7 +27,8 @@ import pandas as pd
 import yaml
 
 from psx.errors import PsxError
-from psx.report.runs import RunSet, build_runset, flatten, make_record
+from psx.loggers import flatten
+from psx.report.records import RunSet, build_runset, make_record
 
 STATE_TO_STATUS = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "interrupted", "running": "running"}
 
@@ -81,8 +82,17 @@ def load_wandb_api(project_path: str, group: str | None) -> RunSet:
 
 
 def load_wandb_dir(run_dir: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """A local W&B run folder. Clients that sync write files/config.yaml and files/wandb-summary.json;
-    offline runs of recent clients keep everything in the transaction log run-<id>.wandb only."""
+    """A local W&B run folder; one whose files cannot be read is a damaged run, with the reason."""
+    try:
+        return _read_wandb_dir(run_dir, name)
+    except Exception as e:  # a torn or foreign file: the report lists the run instead of stopping
+        reason = f"W&B run folder cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        return make_record({"status": "damaged", "error": reason}, {}, run=name, source="wandb", path=str(run_dir)), None
+
+
+def _read_wandb_dir(run_dir: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Clients that sync write files/config.yaml and files/wandb-summary.json; offline runs of
+    recent clients keep everything in the transaction log run-<id>.wandb only."""
     files = run_dir / "files"
     logs = sorted(run_dir.glob("*.wandb"))
     if logs:

@@ -69,30 +69,25 @@ def environment(runs: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-def render(*, title: str, summary_line: str, aggregate: tuple[list[str], list[list[str]]],
-           gap: tuple[list[str], list[list[str]]], figures: list[tuple[Path, str]], failed: list[dict[str, Any]],
-           sweeps: list[dict[str, Any]], config_common: str, config_varying: list[list[str]], notes: list[str],
-           runs: pd.DataFrame) -> str:
+def render(*, result: dict[str, Any], figures: list[tuple[Path, str]], sweeps: list[dict[str, Any]],
+           config_common: str, config_varying: list[list[str]], runs: pd.DataFrame) -> str:
+    title = result["title"]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p id="summary">{escape(summary_line)}</p>',
+        f'<p id="summary">{escape(result["summary_line"])}</p>',
     ]
-    parts += [f'<p class="note">{escape(n)}</p>' for n in notes]
-    parts += ["<h2>Results</h2>", table(*aggregate, table_id="aggregate"), f'<p class="note">{escape(STD_NOTE)}</p>']
-    if gap[0]:
-        parts += ["<h2>Shared − unshared</h2>", table(*gap, table_id="gap")]
+    parts += [f'<p class="note">{escape(n)}</p>' for n in result["notes"]]
+    parts += ["<h2>Results</h2>", table(*result["aggregate"], table_id="aggregate"), f'<p class="note">{escape(STD_NOTE)}</p>']
+    if result["gap"][0]:
+        parts += ["<h2>Arms against their reference</h2>", table(*result["gap"], table_id="gap"),
+                  f'<p class="note" id="reading">{escape(result["reading"])}</p>']
     if figures:
         parts.append("<h2>Plots</h2>")
         parts += [image(path, caption) for path, caption in figures]
-    parts.append("<h2>Runs that did not complete</h2>")
-    if failed:
-        headers = list(failed[0])
-        parts.append(table(headers, [[r[h] for h in headers] for r in failed], row_class="failed", table_id="failed"))
-    else:
-        parts.append("<p>None: every run completed.</p>")
+    parts += left_out(result["left_out"])
     if sweeps:
         parts.append("<h2>Command</h2>")
         for sweep in sweeps:
@@ -103,3 +98,11 @@ def render(*, title: str, summary_line: str, aggregate: tuple[list[str], list[li
     parts += ["<p>Keys every run shares:</p>", f"<pre>{escape(config_common)}</pre>"]
     parts += ["<h2>Environment</h2>", table(["", ""], environment(runs)), "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+def left_out(rows: list[dict[str, Any]]) -> list[str]:
+    parts = ["<h2>Runs left out of the numbers or with damaged files</h2>"]
+    if not rows:
+        return parts + ["<p>None: every run completed and every file could be read.</p>"]
+    headers = list(rows[0])
+    return parts + [table(headers, [[r[h] for h in headers] for r in rows], row_class="failed", table_id="failed")]

@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from psx.report.aggregate import MODEL_KEYS, aggregate, as_objects, gaps, lower_is_better, sort_key  # noqa: E402
+from psx.report.aggregate import MODEL_KEYS, aggregate, as_objects, lower_is_better, sort_key  # noqa: E402
+from psx.report.compare import compare  # noqa: E402
 from psx.report.tables import is_missing, size_label  # noqa: E402
 
 SIZE_KEYS = ("train_size", "dataset.train_size")
@@ -39,10 +40,8 @@ def metric_label(metric: str, split: str) -> str:
 
 def arm_label(row: dict[str, Any], line_keys: list[str]) -> str:
     parts = [str(row[k]) for k in line_keys if not is_missing(row.get(k))]
-    if row.get("shared") is True:
-        parts.append("(shared)")
-    elif row.get("shared") is False:
-        parts.append("(unshared)")
+    if not is_missing(row.get("arm")) and row["arm"] not in parts:
+        parts.append(f"({row['arm']})")
     return " ".join(parts) or "all runs"
 
 
@@ -100,9 +99,10 @@ class Plotter:
         """(png, caption) for each figure that the data supports."""
         figures = [
             (self.metric_vs_size(), f"{self.split} {self.metric} vs training-set size, mean ± std over seeds"),
-            (self.gap_vs_size(), f"shared − unshared gap in {self.split} {self.metric} vs training-set size, ± standard error"),
+            (self.gap_vs_size(), f"arm − reference gap in {self.split} {self.metric} vs training-set size, 95% confidence intervals"),
             (self.learning_curves(), f"learning curves: val {self.metric} per epoch, mean ± std over seeds"),
             (self.metric_vs_params(), f"{self.split} {self.metric} vs unique parameters"),
+            (self.metric_vs_sharing(), f"{self.split} {self.metric} vs sharing ratio (families with more than two arms)"),
         ]
         return [(path, caption) for path, caption in figures if path is not None]
 
@@ -141,31 +141,64 @@ class Plotter:
         return _save(fig, self.out / f"{self.split}_{_safe(self.metric)}_vs_size.png")
 
     def gap_vs_size(self) -> Path | None:
-        table = gaps(self.agg, self.by, self.metric)
-        if table.empty:
+        table = compare(self.runs, self.by, self.metric)
+        if table.empty or self.dataset_key not in table or self.size_key not in table:
             return None
+        table = table.dropna(subset=["train_examples"])
         datasets = self._datasets(table)
+        if not datasets:
+            return None
         fig, axes = _panels(len(datasets))
-        pair_keys = [k for k in self.line_keys if k not in MODEL_KEYS]
+        pair_keys = [k for k in self.line_keys if k not in MODEL_KEYS and k in table]
         for ax, dataset in zip(axes, datasets):
             frame = table[table[self.dataset_key] == dataset]
-            for i, (_, rows) in enumerate(frame.groupby([*pair_keys, "shared_model", "unshared_model"], sort=False)):
+            for i, (_, rows) in enumerate(frame.groupby([*pair_keys, "model", "reference_model"], sort=False)):
                 rows = rows.sort_values("train_examples")
                 first = rows.iloc[0]
                 extra = " ".join(str(first[k]) for k in pair_keys)
-                label = f"{first['shared_model']} (shared) − {first['unshared_model']} (unshared) {extra}".strip()
-                x, gap, se = rows["train_examples"], rows["gap"], rows["gap_se"]
-                ax.plot(x, gap, color=f"C{i}", marker="o", label=label)
-                ax.fill_between(x, gap - se, gap + se, color=f"C{i}", alpha=0.18, linewidth=0)
+                label = f"{first['model']} − {first['reference_model']} {extra}".strip()
+                x, gap = rows["train_examples"] * 1.04 ** i, rows["gap"]  # nudged so the bars do not hide each other
+                errors = np.nan_to_num(np.vstack([gap - rows["ci_low"], rows["ci_high"] - gap]).astype(float))
+                ax.errorbar(x, gap, yerr=errors, color=f"C{i}", marker="o", capsize=4, label=label)
             ax.axhline(0, color="black", linewidth=0.8)
             _size_ticks(ax, frame, self.size_key)
             helps = "< 0" if lower_is_better(self.metric) else "> 0"
-            ax.set_title(f"{dataset}: what sharing buys, shared − unshared\n({helps}: sharing helps; band ± standard error)")
+            ax.set_title(f"{dataset}: arm − reference arm\n({helps}: the arm is better; bars: 95% confidence interval)")
             ax.set_xlabel("training examples (log scale)")
             ax.set_ylabel(f"difference in {metric_label(self.metric, self.split)}")
             ax.grid(alpha=0.3)
             ax.legend()
         return _save(fig, self.out / f"gap_{_safe(self.metric)}_vs_size.png")
+
+    def metric_vs_sharing(self) -> Path | None:
+        """Where a family has more than two arms: the metric against how much each arm shares."""
+        frame = self.agg.dropna(subset=["sharing/ratio", "family", "arm"])
+        arms = frame.groupby("family")["arm"].nunique()
+        frame = frame[frame["family"].isin(arms[arms > 2].index)]
+        datasets = self._datasets(frame)
+        if not datasets:
+            return None
+        fig, axes = _panels(len(datasets))
+        column = f"{self.split}/{self.metric}"
+        for ax, dataset in zip(axes, datasets):
+            panel = frame[frame[self.dataset_key] == dataset]
+            for i, (_, rows) in enumerate(panel.groupby(["family", self.size_key], dropna=False, sort=False)):
+                rows = rows.sort_values("sharing/ratio")
+                first = rows.iloc[0].to_dict()
+                label = f"{first['family']}, train size {size_label(first[self.size_key], first['train_examples'])}"
+                ax.errorbar(rows["sharing/ratio"], rows[f"{column} mean"], yerr=np.nan_to_num(rows[f"{column} std"].astype(float)),
+                            color=f"C{i}", marker="o", capsize=3, label=label)
+            ratios = panel.drop_duplicates("arm").sort_values("sharing/ratio")
+            ax.set_xscale("log")
+            ax.set_xticks(ratios["sharing/ratio"].tolist())
+            ax.set_xticklabels([f"{r['arm']}\n{r['sharing/ratio']:.2g}" for r in ratios.to_dict("records")])
+            ax.minorticks_off()
+            ax.set_title(f"{dataset}: {self.split} {self.metric} vs sharing ratio\n(mean ± std over seeds; 1 = nothing shared)")
+            ax.set_xlabel("arm and its sharing ratio: unshared-equivalent / unique parameters (log scale)")
+            ax.set_ylabel(metric_label(self.metric, self.split))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        return _save(fig, self.out / f"{self.split}_{_safe(self.metric)}_vs_sharing.png")
 
     def learning_curves(self) -> Path | None:
         column = f"val/{self.metric}"
