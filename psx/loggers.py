@@ -19,6 +19,7 @@ from typing import Any
 log = logging.getLogger("psx")
 
 SUMMARY_KEYS = ("status", "best_epoch", "epochs_completed", "params/unique", "params/unshared_equiv",
+                "params/trainable", "sharing/ratio", "family", "arm", "reference_arm", "shared",
                 "wall_seconds", "train_seconds", "train_examples", "device")
 
 
