@@ -121,3 +121,19 @@ def test_buckets_and_bias_are_the_only_parameters_and_the_map_follows_the_device
     assert set(layer.state_dict()) == {"buckets", "bias"}  # the map is remade from the seed
     layer.double()
     assert layer(torch.randn(2, 10, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_layer_reuse_gathers_a_models_counts_with_full_names():
+    from torch import nn
+
+    from psx.models.layer_reuse import layer_reuse
+    from psx.models.soft_shared import SoftSharedConv2d
+
+    model = nn.Sequential(SoftSharedConv2d(1, 4, (6, 6), 3, 1, 1), nn.ReLU(), nn.Flatten(),
+                          nn.Sequential(HashedLinear(144, 32, 1 / 8, seed=1), nn.ReLU(), HashedLinear(32, 10, 1 / 4, seed=2)))
+    reuse = layer_reuse(model)
+    assert set(reuse) == {"0.weight", "0.bias", "0.offset", "0.bias_offset", "3.0.buckets", "3.2.buckets"}
+    named = dict(model.named_parameters())
+    equiv = sum(p.numel() * reuse.get(n, 1) for n, p in named.items())
+    # The locally connected twin's first layer, then the two dense layers of the virtual size (with their biases).
+    assert equiv == (36 * 9 * 4 + 4 * 36) + (144 * 32 + 32) + (32 * 10 + 10)
