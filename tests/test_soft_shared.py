@@ -87,6 +87,30 @@ def test_penalty_is_the_mean_over_positions_of_squared_offsets():
     assert soft.weight.grad is None
 
 
+@pytest.mark.parametrize("optimizer", [torch.optim.SGD, torch.optim.Adam])
+def test_the_penalty_as_weight_decay_on_the_offsets_takes_the_same_steps(optimizer):
+    torch.manual_seed(6)
+    in_loss = SoftSharedConv2d(2, 3, (5, 5), 3, 1, 1).double()
+    with torch.no_grad():
+        in_loss.offset.normal_()
+        in_loss.bias_offset.normal_()
+    as_decay = SoftSharedConv2d(2, 3, (5, 5), 3, 1, 1).double()
+    as_decay.load_state_dict(in_loss.state_dict())
+    strength, x = 0.7, torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    offsets = {id(p) for p in as_decay.offset_parameters()}
+    first = optimizer(in_loss.parameters(), lr=0.05)
+    second = optimizer([{"params": [p for p in as_decay.parameters() if id(p) not in offsets]},
+                        {"params": as_decay.offset_parameters(), "weight_decay": as_decay.penalty_decay(strength)}], lr=0.05)
+    for _ in range(3):
+        for model, opt, penalised in ((in_loss, first, True), (as_decay, second, False)):
+            opt.zero_grad()
+            loss = model(x).square().mean() + (strength * model.penalty() if penalised else 0)
+            loss.backward()
+            opt.step()
+    for name, tensor in in_loss.state_dict().items():
+        torch.testing.assert_close(as_decay.state_dict()[name], tensor, rtol=1e-10, atol=1e-12)
+
+
 def test_parameter_reuse_counts_the_locally_connected_twin_exactly():
     soft = SoftSharedConv2d(3, 8, (9, 9), 3, 2, 1)
     lc = LocallyConnected2d(3, 8, (9, 9), 3, 2, 1)

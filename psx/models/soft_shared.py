@@ -82,6 +82,17 @@ class SoftSharedConv2d(nn.Module):
             total = total + self.bias_offset.square().sum()
         return total / self.positions
 
+    def penalty_decay(self, strength: float) -> float:
+        """The L2 weight decay on the offsets whose gradient is that of strength x penalty():
+        (2 strength / positions) D. Given to the offsets' optimizer parameter group (SGD's or Adam's
+        weight_decay, which add decay x parameter to the gradient; not AdamW's), it applies the
+        penalty inside the optimizer's own pass over the weights, instead of an extra forward and
+        backward pass over every offset each step."""
+        return 2.0 * strength / self.positions
+
+    def offset_parameters(self) -> list[nn.Parameter]:
+        return [self.offset] + ([] if self.bias_offset is None else [self.bias_offset])
+
     def parameter_reuse(self) -> dict[str, float]:
         """Reuse counts, by local parameter name, that make `params/unshared_equiv` what the locally
         connected twin has: the offsets hold one filter per position, exactly the twin's tensors, and the
