@@ -3,8 +3,10 @@
 A hashed layer has a virtual weight of the usual shape whose entry i is sign(i) * buckets[bucket(i)]:
 a small vector of real parameters read through a fixed hash, with a second hash giving each entry a
 sign so that entries sharing a bucket do not all pull it the same way. The virtual weight is
-materialised each forward with one gather and the layer then runs as the dense layer (F.linear,
-F.conv2d); autograd's gather backward sums every virtual entry's signed gradient into its bucket.
+materialised each forward with one gather from [buckets, -buckets] and the layer then runs as the
+dense layer (F.linear, F.conv2d); autograd's gather backward sums every virtual entry's signed
+gradient into its bucket (PyTorch documents a deterministic CUDA version of that backward for
+torch.use_deterministic_algorithms).
 The bias is not hashed (as in the paper): one per output unit.
 
 The hash is splitmix64 (Steele et al. 2014) computed in numpy's wrapping uint64 arithmetic: it
@@ -81,12 +83,15 @@ class _HashedWeight(nn.Module):
         self.compression = real / virtual
         self.buckets = nn.Parameter(torch.empty(real))
         index, sign = bucket_map(virtual, real, seed)
-        # Not saved in checkpoints: the seed remakes them; int32 halves the index and its gather is faster.
-        self.register_buffer("index", index, persistent=False)
-        self.register_buffer("sign", sign, persistent=False)
+        # The sign folded into the index: entries with sign -1 read the second half of [buckets, -buckets].
+        # Not saved in checkpoints (the seed remakes it); int32 halves it, and its gather is faster.
+        self.register_buffer("signed_index", torch.where(sign > 0, index, index + real), persistent=False)
 
     def virtual_weight(self) -> torch.Tensor:
-        return (self.buckets.index_select(0, self.index) * self.sign.to(self.buckets.dtype)).view(self.virtual_shape)
+        # One gather from the signed table, no multiply: faster than gather-then-sign, forward and
+        # backward (whose scatter-add sums each half; the cat's backward subtracts them).
+        table = torch.cat([self.buckets, -self.buckets])
+        return table.index_select(0, self.signed_index).view(self.virtual_shape)
 
     def parameter_reuse(self) -> dict[str, float]:
         """`params/unshared_equiv` counts the virtual weight: each bucket stands for virtual/buckets entries."""
