@@ -9,6 +9,12 @@ same run, on the same machine (medians of several repeats).
             CIFAR-10, batch 128, channels-last as the CNNs run (target <= 2x); the input layers as
             the model runs them, without a gradient for the images (scripts/bench_lc.py times
             every layer with one).
+  soft      SoftSharedConv2d (W_p = W + D_p) vs LocallyConnected2d, forward+backward at cnn_unshared's
+            shapes on MNIST, batch 128, channels-last (target <= 1.2x); its penalty applied as the
+            offsets' weight decay (no pass of its own), and added to the loss (one more pass).
+  hashed    HashedLinear / HashedConv2d at compressions 1/8 and 1/64 vs the dense layer of the virtual
+            size, forward+backward: mlp's 784 -> 256 at batch 32, cnn_shared's 32 -> 64 conv at 14x14
+            and batch 128 (target <= 3x).
   rnn       rnn_unshared vs rnn_shared (PyTorch's fused LSTM), seconds per training epoch on the
             same rows (target <= 1.5x); vs rnn_unshared's own formulation given one shared weight
             set, which separates the cost of not sharing from the fused kernel's advantage; and the
@@ -29,7 +35,7 @@ same run, on the same machine (medians of several repeats).
 Each baseline is written plainly below: the simplest correct raw-PyTorch (or plain-command) way to
 do the same work.
 
-    python scripts/bench.py [--only trainer lc rnn startup sweep options] [--device cuda] [--json bench.json] [--quick]
+    python scripts/bench.py [--only trainer lc soft hashed rnn startup sweep options] [--device cuda] [--json bench.json] [--quick]
 
 Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
 processes on the machine distort every figure: run it on an idle machine. Host memory is kept for
@@ -171,6 +177,81 @@ def lc_vs_conv(repeats, quick):
         note = " input layer, no input grad" if input_layer else ""
         rows.append({"what": f"LC vs conv {cin}->{cout} {size}x{size} k{k}{note} (ms)", "psx": lc * 1e3,
                      "baseline": conv * 1e3, "ratio": lc / conv, "target": "<= 2"})
+    return rows
+
+
+def interleaved_medians(passes, repeats):
+    """Median seconds of each pass (a forward+backward), the passes interleaved repeat by repeat so a
+    slow moment of the machine falls on all of them alike; three warm-up calls each first."""
+    for run in passes.values():
+        for _ in range(3):
+            run()
+    times = {name: [] for name in passes}
+    for _ in range(repeats):
+        for name, run in passes.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def soft_vs_lc(repeats, quick):
+    """SoftSharedConv2d (W + D_p) vs LocallyConnected2d, forward+backward at cnn_unshared's MNIST
+    shapes, batch 128, channels-last, as in the lc rows: the layer alone (its penalty applied as the
+    offsets' weight decay, inside the optimizer's pass: penalty_decay), and with the penalty's own
+    forward and backward added to the loss."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_lc import BATCH, step, upstream_gradient
+
+    from psx.models.locally_connected import LocallyConnected2d
+    from psx.models.soft_shared import SoftSharedConv2d
+
+    rows = []
+    for cin, cout, size, k, padding in [(1, 32, 28, 3, 1), (32, 64, 14, 3, 1)][:1 if quick else 2]:
+        input_layer = cin == 1  # reads the images: in the model its input needs no gradient
+        x = torch.randn(BATCH, cin, size, size).contiguous(memory_format=torch.channels_last).requires_grad_(not input_layer)
+        lc = LocallyConnected2d(cin, cout, (size, size), k, 1, padding)
+        soft = SoftSharedConv2d(cin, cout, (size, size), k, 1, padding)
+        grad = upstream_gradient(lc(x))
+
+        def penalty_in_loss():  # the penalty's own forward and backward pass over the offsets
+            soft.zero_grad(set_to_none=True)
+            torch.autograd.backward([soft(x), 0.1 * soft.penalty()], [grad, torch.ones(())])
+
+        times = interleaved_medians({"lc": lambda: step(lc, x, grad, "cpu"), "soft": lambda: step(soft, x, grad, "cpu"),
+                                     "penalty": penalty_in_loss}, repeats)
+        note = " input layer, no input grad" if input_layer else ""
+        for kind, how in [("soft", "penalty as decay"), ("penalty", "penalty in loss")]:
+            rows.append({"what": f"soft ({how}) vs LC {cin}->{cout} {size}x{size}{note} (ms)",
+                         "psx": times[kind] * 1e3, "baseline": times["lc"] * 1e3, "ratio": times[kind] / times["lc"],
+                         "target": "<= 1.2"})
+    return rows
+
+
+def hashed_vs_dense(repeats, quick):
+    """HashedLinear / HashedConv2d vs the dense layer of the virtual size, forward+backward: mlp's first
+    layer on MNIST (784 -> 256) at psx's default batch of 32, and cnn_shared's second conv (32 -> 64 at
+    14x14) at batch 128; compressions 1/8 and 1/64."""
+    from psx.models.hashed import HashedConv2d, HashedLinear
+
+    def one_pass(layer, x):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            layer(x).square().mean().backward()
+        return run
+
+    linear_x = torch.randn(32, 784)
+    conv_x = torch.randn(128, 32, 14, 14).contiguous(memory_format=torch.channels_last)
+    cases = [("linear 784->256 batch 32", torch.nn.Linear(784, 256), lambda c: HashedLinear(784, 256, c), linear_x),
+             ("conv 32->64 14x14 k3 batch 128", torch.nn.Conv2d(32, 64, 3, padding=1),
+              lambda c: HashedConv2d(32, 64, 3, padding=1, compression=c), conv_x)]
+    rows = []
+    for what, dense, make_hashed, x in cases[:1] if quick else cases:
+        for compression in (1 / 8, 1 / 64):
+            hashed = make_hashed(compression)
+            times = interleaved_medians({"dense": one_pass(dense, x), "hashed": one_pass(hashed, x)}, repeats)
+            rows.append({"what": f"hashed 1/{round(1 / compression)} vs dense {what} (ms)", "psx": times["hashed"] * 1e3,
+                         "baseline": times["dense"] * 1e3, "ratio": times["hashed"] / times["dense"], "target": "<= 3"})
     return rows
 
 
@@ -391,7 +472,7 @@ def gpu_options(device, dataset, repeats, quick):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "rnn", "startup", "sweep", "options"])
+    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "soft", "hashed", "rnn", "startup", "sweep", "options"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None,
                         help="device for the options section (default: cuda when there is a GPU, else skipped)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -416,6 +497,10 @@ def main():
                                           "trainer.eval_batch_size=10"], 2, repeats))
     if "lc" in args.only:
         rows += lc_vs_conv(2 if args.quick else 30, args.quick)
+    if "soft" in args.only:
+        rows += soft_vs_lc(2 if args.quick else 30, args.quick)
+    if "hashed" in args.only:
+        rows += hashed_vs_dense(2 if args.quick else 30, args.quick)
     if "rnn" in args.only:
         rows += rnn_epoch_ratio("digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick)
     if "startup" in args.only:

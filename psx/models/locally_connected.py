@@ -172,6 +172,12 @@ class _LocallyConnectedFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
+def locally_connected2d(x, weight, bias, kernel_size: int, stride: int, padding: int, output_size: tuple[int, int]):
+    """The layer's computation as a function of its weight (positions, k*k*in, out) and bias
+    (out, out_h, out_w) or None, for layers that compute their per-position weight (soft sharing)."""
+    return _LocallyConnectedFunction.apply(x, weight, bias, kernel_size, stride, padding, *output_size)
+
+
 class LocallyConnected2d(nn.Module):
     def __init__(
         self,
@@ -219,9 +225,7 @@ class LocallyConnected2d(nn.Module):
 
     @run_eagerly_under_compile
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _LocallyConnectedFunction.apply(
-            x, self.weight, self.bias, self.kernel_size, self.stride, self.padding, *self.output_size
-        )
+        return locally_connected2d(x, self.weight, self.bias, self.kernel_size, self.stride, self.padding, self.output_size)
 
     def extra_repr(self) -> str:
         return (
