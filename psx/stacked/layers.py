@@ -43,14 +43,25 @@ class _PerSeed(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, module, names, x, *tensors):
-        x_dim, tensor_dims = in_dims[2], in_dims[3:]
+        # unbind, not select per seed: its backward stacks the seeds' gradients once, where each
+        # select's backward would write one seed's slice into a zeroed tensor of the whole stack.
+        seeds = info.batch_size
+        x_seeds = [x] * seeds if in_dims[2] is None else x.unbind(in_dims[2])
+        weights = [[t] * seeds if d is None else t.unbind(d) for t, d in zip(tensors, in_dims[3:])]
         outputs = []
-        for seed in range(info.batch_size):
-            x_seed = x if x_dim is None else x.select(x_dim, seed)
-            weights = [t if d is None else t.select(d, seed) for t, d in zip(tensors, tensor_dims)]
+        for seed in range(seeds):
             # Back outside vmap: the layer's own autograd.Function records its own backward.
-            outputs.append(functional_call(module, dict(zip(names, weights)), (x_seed,)))
-        return torch.stack(outputs), 0
+            outputs.append(functional_call(module, dict(zip(names, [w[seed] for w in weights])), (x_seeds[seed],)))
+        return _stack_keeping_layout(outputs), 0
+
+
+def _stack_keeping_layout(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, except that channels-last outputs stay channels-last within each seed's slice
+    (torch.stack would make them NCHW, in which the pooling after them and the next
+    LocallyConnected2d are slower)."""
+    if outputs[0].dim() == 4 and all(o.is_contiguous(memory_format=torch.channels_last) for o in outputs):
+        return torch.stack([o.permute(0, 2, 3, 1) for o in outputs]).permute(0, 1, 4, 2, 3)
+    return torch.stack(outputs)
 
 
 def _per_seed_forward(plain: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
