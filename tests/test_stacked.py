@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from psx.data import build_data
 from psx.errors import PsxError
 from psx.hydra_app import config_dir
-from psx.stacked import build_seed_model, fit_stacked, stack_reason
+from psx.stacked import build_seed_model, fit_stacked, stack_reason, stacking_pays
 from psx.stacked.state import clip_per_seed
 from psx.tasks import task_for
 from psx.trainer import Trainer
@@ -63,8 +63,11 @@ def check_equivalence(*overrides):
     cfg = composed(*overrides)
     data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
     task = task_for(data.spec, cfg.model)
-    results, models = fit_stacked(cfg.model, cfg.trainer, data, task, SEEDS)
+    logged = {index: [] for index in range(len(SEEDS))}
+    results, models = fit_stacked(cfg.model, cfg.trainer, data, task, SEEDS,
+                                  on_epoch=lambda index, row: logged[index].append(row))
     singles = [alone(cfg, data, task, seed) for seed in SEEDS]
+    assert [logged[index] for index in range(len(SEEDS))] == [r.history for r in results]  # each seed's own log
     for stacked, single in zip(zip(results, models), singles, strict=True):
         assert_same_run(stacked, single)
     # The seeds really differ (a stack that trained one seed K times would pass the checks above for seed 0).
@@ -125,3 +128,13 @@ def test_what_cannot_be_stacked_is_refused_with_its_reason():
     plateau = composed("trainer.scheduler=plateau").trainer
     assert "plateau" in stack_reason(plateau, models, task)
     assert stack_reason(cfg.trainer, models[:1], task) == "there is only one seed"
+    rnn = [build_seed_model(composed("model=rnn_shared").model, data.spec, seed, torch.device("cpu")) for seed in SEEDS]
+    assert "vmap" in stack_reason(cfg.trainer, rnn, task, data.val.batch(slice(0, 2))[0])
+
+
+def test_stacking_is_chosen_where_it_was_measured_faster():
+    data = build_data(composed().dataset, data_dir=composed().paths.data_dir)
+    build = lambda name: [build_seed_model(composed(f"model={name}").model, data.spec, 0, torch.device("cpu"))]  # noqa: E731
+    assert stacking_pays(build("mlp"), torch.device("cpu")) and stacking_pays(build("cnn_shared"), torch.device("cpu"))
+    assert not stacking_pays(build("cnn_unshared"), torch.device("cpu"))
+    assert stacking_pays(build("cnn_unshared"), torch.device("cuda"))

@@ -17,14 +17,14 @@ from psx.errors import PsxError
 from psx.models import build_model
 from psx.models.transfer import freeze, load_matching_weights
 from psx.stacked.fit import StackedTrainer
-from psx.stacked.layers import MemoryFormatAsIs, stackable_template
+from psx.stacked.layers import RUN_PER_SEED, MemoryFormatAsIs, stackable_template
 from psx.tasks import Classification
 from psx.trainer import FitResult
 
 # Layers that draw random masks while training.
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
-__all__ = ["StackedTrainer", "build_seed_model", "fit_stacked", "stack_reason"]
+__all__ = ["StackedTrainer", "build_seed_model", "fit_stacked", "stack_reason", "stacking_pays"]
 
 
 def build_seed_model(model_cfg: DictConfig, spec: DataSpec, seed: int, device: torch.device) -> nn.Module:
@@ -60,6 +60,16 @@ def stack_reason(trainer_cfg: DictConfig, models: list[nn.Module], task, example
     if example is not None:
         return _vmap_probe(models[:2], example)
     return None
+
+
+def stacking_pays(models: list[nn.Module], device: torch.device) -> bool:
+    """Whether stacking is the faster way to train these seeds (scripts/bench.py --only stacked):
+    always on a GPU, where a small model's step is bound by kernel launches that stacking shares out;
+    on a CPU only for models without per-seed layers (LocallyConnected2d runs once per seed anyway,
+    so a stacked cnn_unshared measured no faster than one seed after another)."""
+    if torch.device(device).type == "cuda":
+        return True
+    return not any(isinstance(m, RUN_PER_SEED) for m in models[0].modules())
 
 
 def _vmap_probe(models: list[nn.Module], example: torch.Tensor) -> str | None:
