@@ -104,12 +104,14 @@ class StackedTrainer:
             if not record.active:
                 continue  # stopped early or diverged: its run ended; its slice trains on untouched by the others
             if not math.isfinite(row["train/loss"]):
-                record.end(PsxError(f"training diverged: train/loss is {row['train/loss']} in epoch {epoch} (try a lower trainer.lr)"))
+                record.end(PsxError(f"training diverged: train/loss is {row['train/loss']} in epoch {epoch} "
+                                    "(try a lower trainer.lr)"))
                 continue
             record.history.append(row)
             self.on_epoch(index, row)
             if record.best_val is None or _better(task.mode, row[f"val/{key}"], record.best_val[key]):
-                record.improve(epoch, {k[4:]: v for k, v in row.items() if k.startswith("val/")}, seed_state(params, buffers, index))
+                best_val = {k[len("val/"):]: v for k, v in row.items() if k.startswith("val/")}
+                record.improve(epoch, best_val, seed_state(params, buffers, index))
             else:
                 record.stale += 1
             if self.cfg.patience is not None and record.stale >= self.cfg.patience:

@@ -87,7 +87,6 @@ class MemoryFormatAsIs(TorchFunctionMode):
     format is a layout for speed, never a change of values. The CNNs ask for channels-last."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.Tensor.contiguous and kwargs.get("memory_format", torch.contiguous_format) is not torch.contiguous_format:
-            kwargs = {k: v for k, v in kwargs.items() if k != "memory_format"}
-        return func(*args, **kwargs)
+        if func is torch.Tensor.contiguous:
+            return args[0].contiguous()  # whatever memory_format was asked, positionally or by name
+        return func(*args, **(kwargs or {}))
