@@ -17,6 +17,7 @@ from psx.errors import PsxError
 from psx.hydra_app import config_dir
 from psx.stacked import build_seed_model, fit_stacked, stack_reason, stacking_pays
 from psx.stacked.state import clip_per_seed
+from psx.stacked.sweep import same_but_seed, seed_groups
 from psx.tasks import task_for
 from psx.trainer import Trainer
 
@@ -138,3 +139,13 @@ def test_stacking_is_chosen_where_it_was_measured_faster():
     assert stacking_pays(build("mlp"), torch.device("cpu")) and stacking_pays(build("cnn_shared"), torch.device("cpu"))
     assert not stacking_pays(build("cnn_unshared"), torch.device("cpu"))
     assert stacking_pays(build("cnn_unshared"), torch.device("cuda"))
+
+
+def test_sweep_jobs_are_grouped_by_everything_but_the_seed():
+    jobs = [["model=mlp", "seed=0"], ["model=mlp", "seed=1"], ["seed=0", "model=cnn_shared"],
+            ["model=cnn_shared", "seed=1"], ["model=mlp", "seed=2", "trainer.lr=0.1"]]
+    assert seed_groups(jobs) == [[0, 1], [2, 3], [4]]
+    cfgs = [composed("model=mlp", f"seed={seed}") for seed in (0, 1, 2)]
+    assert same_but_seed(cfgs)
+    assert not same_but_seed([cfgs[0], composed("model=mlp", "seed=1", "trainer.lr=0.1")])
+    assert not same_but_seed([cfgs[0], cfgs[0]])  # one seed twice is two runs of one seed, not a stack

@@ -1,7 +1,14 @@
 """Several seeds of one configuration trained as one stacked model (see psx.stacked.fit).
 
-    reason = stack_reason(trainer_cfg, models, task)    # None, or why these seeds must train one by one
-    results, models = fit_stacked(model_cfg, trainer_cfg, data, task, seeds, device)
+    models = [build_seed_model(model_cfg, spec, seed, device) for seed in seeds]
+    reason = stack_reason(trainer_cfg, models, task, example)   # None, or why they must train one by one
+    if reason is None and stacking_pays(models, device):
+        results = StackedTrainer(trainer_cfg, seeds, on_epoch).fit(models, data, task)
+        # results[k]: seed k's FitResult (or the PsxError that ended it); models[k]: its best weights
+
+A sweep uses it from its launcher: psx.stacked.sweep groups the jobs that differ only in `seed`;
+each job of a group keeps its own folder, summary.json, metrics and checkpoint, written as a single
+run writes them, with only the fit shared.
 """
 from __future__ import annotations
 
