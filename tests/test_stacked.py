@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from psx.checkpoint import load_checkpoint, save_checkpoint
 from psx.data import build_data
 from psx.errors import PsxError
 from psx.hydra_app import config_dir
@@ -149,3 +150,23 @@ def test_sweep_jobs_are_grouped_by_everything_but_the_seed():
     assert same_but_seed(cfgs)
     assert not same_but_seed([cfgs[0], composed("model=mlp", "seed=1", "trainer.lr=0.1")])
     assert not same_but_seed([cfgs[0], cfgs[0]])  # one seed twice is two runs of one seed, not a stack
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_seeds_checkpoint_resumes_alone_to_the_unbroken_run(tmp_path, optimizer):
+    """An interrupted stacked job loses nothing: each seed's epoch-end checkpoint is a single run's,
+    and Trainer resumed from it ends where the seed's unbroken single run ends."""
+    cfg = composed("model=cnn_unshared", "model.channels=[8]", f"trainer.optimizer={optimizer}", "trainer.epochs=4",
+                   "trainer.checkpoint=true")
+    data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
+    task = task_for(data.spec, cfg.model)
+
+    def keep_epoch_2(index, state):
+        if state["loop"]["epoch"] == 2:
+            save_checkpoint(tmp_path / f"{index}.pt", state)
+
+    fit_stacked(cfg.model, cfg.trainer, data, task, SEEDS[:2], on_checkpoint=keep_epoch_2)
+    for index, seed in enumerate(SEEDS[:2]):
+        model = build_seed_model(cfg.model, data.spec, seed, torch.device("cpu"))
+        resumed = Trainer(cfg.trainer, seed).fit(model, data, task, resume=load_checkpoint(tmp_path / f"{index}.pt"))
+        assert_same_run((resumed, model), alone(cfg, data, task, seed))

@@ -3,7 +3,7 @@
     models = [build_seed_model(model_cfg, spec, seed, device) for seed in seeds]
     reason = stack_reason(trainer_cfg, models, task, example)   # None, or why they must train one by one
     if reason is None and stacking_pays(models, device):
-        results = StackedTrainer(trainer_cfg, seeds, on_epoch).fit(models, data, task)
+        results = StackedTrainer(trainer_cfg, seeds, on_epoch, on_checkpoint).fit(models, data, task)
         # results[k]: seed k's FitResult (or the PsxError that ended it); models[k]: its best weights
 
 A sweep uses it from its launcher: psx.stacked.sweep groups the jobs that differ only in `seed`;
@@ -100,6 +100,7 @@ def fit_stacked(
     seeds: list[int],
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, dict], None] | None = None,
+    on_checkpoint: Callable[[int, dict], None] | None = None,
 ) -> tuple[list[FitResult | PsxError], list[nn.Module]]:
     """Train `seeds` of one configuration together. Per seed (in order): its FitResult (or the
     PsxError that ended it) and its model, holding its best-validation weights. Raises PsxError
@@ -110,5 +111,5 @@ def fit_stacked(
     reason = stack_reason(trainer_cfg, models, task, example)
     if reason is not None:
         raise PsxError(f"seeds {', '.join(map(str, seeds))} cannot train stacked: {reason}")
-    results = StackedTrainer(trainer_cfg, seeds, on_epoch).fit(models, data, task)
+    results = StackedTrainer(trainer_cfg, seeds, on_epoch, on_checkpoint).fit(models, data, task)
     return results, models

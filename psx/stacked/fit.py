@@ -24,6 +24,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from psx.data.spec import Data
 from psx.errors import PsxError
 from psx.progress import Progress
+from psx.stacked.checkpoints import seed_checkpoint
 from psx.stacked.eval import evaluate_stacked
 from psx.stacked.layers import MemoryFormatAsIs, stackable_template
 from psx.stacked.state import SeedRecord, clip_per_seed, per_seed_rows, seed_state
@@ -34,10 +35,13 @@ class StackedTrainer:
     """Trains len(seeds) models of one configuration together; models[k] was built after
     torch.manual_seed(seeds[k]), as a single run builds it, and ends with its best-validation weights."""
 
-    def __init__(self, cfg: DictConfig, seeds: list[int], on_epoch: Callable[[int, dict], None] | None = None):
+    def __init__(self, cfg: DictConfig, seeds: list[int], on_epoch: Callable[[int, dict], None] | None = None,
+                 on_checkpoint: Callable[[int, dict], None] | None = None):
         self.cfg = cfg
         self.seeds = list(seeds)
         self.on_epoch = on_epoch or (lambda index, row: None)  # (position in seeds, the epoch's row)
+        # (position in seeds, that seed's Trainer checkpoint) at each epoch end, if cfg.checkpoint
+        self.on_checkpoint = on_checkpoint
         self.first_step_done_at: float | None = None
 
     def fit(self, models: list[nn.Module], data: Data, task) -> list[FitResult | PsxError]:
@@ -49,6 +53,7 @@ class StackedTrainer:
         optimizer = make_optimizer(cfg, [p for p in params.values() if p.requires_grad])
         scheduler = make_scheduler(cfg, optimizer, task.mode)
         records = [SeedRecord(seed) for seed in self.seeds]
+        torch_rng = torch.get_rng_state()
 
         def seed_loss(p, b, x, y):
             return task.loss(lambda inputs: functional_call(template, (p, b), (inputs,)), x, y)
@@ -68,6 +73,12 @@ class StackedTrainer:
                 self._end_epoch(records, epoch, [s / items for s in loss_sums], val, common, task, params, buffers, progress)
                 if scheduler is not None:
                     scheduler.step()
+                if cfg.checkpoint and self.on_checkpoint is not None:
+                    loop = {"epoch": epoch, "step": epoch * steps_per_epoch, "elapsed": time.perf_counter() - started}
+                    for index, record in enumerate(records):
+                        if record.active:  # as Trainer: no checkpoint after the epoch that stopped a run
+                            self.on_checkpoint(index, seed_checkpoint(record, index, params, buffers, optimizer,
+                                                                      scheduler, loop, torch_rng))
                 if all(not record.active for record in records):
                     break
         finally:
