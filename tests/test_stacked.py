@@ -16,11 +16,11 @@ from psx.checkpoint import load_checkpoint, save_checkpoint
 from psx.data import build_data
 from psx.errors import PsxError
 from psx.hydra_app import config_dir
-from psx.stacked import build_seed_model, fit_stacked, stack_reason, stacking_pays
+from psx.stacked import StackedTrainer, build_seed_model, fit_stacked, stack_reason, stacking_pays
 from psx.stacked.state import clip_per_seed
 from psx.stacked.sweep import same_but_seed, seed_groups
 from psx.tasks import task_for
-from psx.trainer import Trainer
+from psx.trainer import StopRequested, Trainer
 
 SEEDS = [0, 1, 2]
 RTOL, ATOL = 1e-5, 1e-6
@@ -169,4 +169,21 @@ def test_a_seeds_checkpoint_resumes_alone_to_the_unbroken_run(tmp_path, optimize
     for index, seed in enumerate(SEEDS[:2]):
         model = build_seed_model(cfg.model, data.spec, seed, torch.device("cpu"))
         resumed = Trainer(cfg.trainer, seed).fit(model, data, task, resume=load_checkpoint(tmp_path / f"{index}.pt"))
+        assert_same_run((resumed, model), alone(cfg, data, task, seed))
+
+
+def test_a_stop_request_checkpoints_each_seed_mid_epoch_and_resumes_alone_exactly(tmp_path):
+    cfg = composed("model=mlp", "model.hidden=[64]", "trainer.epochs=2")
+    data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
+    task = task_for(data.spec, cfg.model)
+    models = [build_seed_model(cfg.model, data.spec, seed, torch.device("cpu")) for seed in SEEDS[:2]]
+    trainer = StackedTrainer(cfg.trainer, SEEDS[:2], on_checkpoint=lambda k, state: save_checkpoint(tmp_path / f"{k}.pt", state))
+    trainer.stop_requested = "SIGTERM"  # as the signal handler sets it: stop after the step under way
+    with pytest.raises(StopRequested):
+        trainer.fit(models, data, task)
+    for index, seed in enumerate(SEEDS[:2]):
+        state = load_checkpoint(tmp_path / f"{index}.pt")
+        assert state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1 and state["loop"]["in_epoch"]["next_step"] == 1
+        model = build_seed_model(cfg.model, data.spec, seed, torch.device("cpu"))
+        resumed = Trainer(cfg.trainer, seed).fit(model, data, task, resume=state)
         assert_same_run((resumed, model), alone(cfg, data, task, seed))

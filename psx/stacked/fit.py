@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -28,90 +29,120 @@ from psx.stacked.checkpoints import seed_checkpoint
 from psx.stacked.eval import evaluate_stacked
 from psx.stacked.layers import MemoryFormatAsIs, stackable_template
 from psx.stacked.state import SeedRecord, clip_per_seed, per_seed_rows, seed_state
-from psx.trainer import FitResult, make_optimizer, make_scheduler, to_device
+from psx.trainer import FitResult, StopRequested, make_optimizer, make_scheduler, to_device
+
+
+@dataclass
+class _Stack:
+    """A stacked run's state: the seeds' stacked weights, their one optimizer, and each seed's record."""
+
+    template: nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    records: list[SeedRecord]
+    steps_per_epoch: int
+    torch_rng: torch.Tensor = field(default_factory=torch.get_rng_state)
+    started: float = field(default_factory=time.perf_counter)
+
+    def checkpoints(self, epoch: int, step: int, in_epoch: Callable[[int], dict] | None = None):
+        """(position in seeds, Trainer checkpoint) of each seed still training."""
+        loop = {"epoch": epoch, "step": step, "elapsed": time.perf_counter() - self.started}
+        for index, record in enumerate(self.records):
+            if record.active:
+                state = seed_checkpoint(record, index, self.params, self.buffers, self.optimizer, self.scheduler,
+                                        loop, self.torch_rng)
+                state["loop"]["in_epoch"] = in_epoch(index) if in_epoch else None
+                yield index, state
 
 
 class StackedTrainer:
     """Trains len(seeds) models of one configuration together; models[k] was built after
-    torch.manual_seed(seeds[k]), as a single run builds it, and ends with its best-validation weights."""
+    torch.manual_seed(seeds[k]), as a single run builds it, and ends with its best-validation weights.
+
+    on_epoch(k, row): seed k's metrics row at each epoch end. on_checkpoint(k, state): seed k's
+    checkpoint, in Trainer's format, at each epoch end (if cfg.checkpoint) and when a stop is
+    requested (stop_requested set, e.g. from a signal handler; then StopRequested is raised)."""
 
     def __init__(self, cfg: DictConfig, seeds: list[int], on_epoch: Callable[[int, dict], None] | None = None,
                  on_checkpoint: Callable[[int, dict], None] | None = None):
         self.cfg = cfg
         self.seeds = list(seeds)
-        self.on_epoch = on_epoch or (lambda index, row: None)  # (position in seeds, the epoch's row)
-        # (position in seeds, that seed's Trainer checkpoint) at each epoch end, if cfg.checkpoint
-        self.on_checkpoint = on_checkpoint
+        self.on_epoch = on_epoch or (lambda index, row: None)
+        self.on_checkpoint = on_checkpoint or (lambda index, state: None)
+        self.stop_requested = False
         self.first_step_done_at: float | None = None
 
     def fit(self, models: list[nn.Module], data: Data, task) -> list[FitResult | PsxError]:
         """One FitResult per seed, or the PsxError that ended that seed (divergence) while the others went on."""
         cfg = self.cfg
-        device = next(models[0].parameters()).device
-        template = stackable_template(models[0]).train()
         params, buffers = stack_module_state(models)
         optimizer = make_optimizer(cfg, [p for p in params.values() if p.requires_grad])
-        scheduler = make_scheduler(cfg, optimizer, task.mode)
-        records = [SeedRecord(seed) for seed in self.seeds]
-        torch_rng = torch.get_rng_state()
-
-        def seed_loss(p, b, x, y):
-            return task.loss(lambda inputs: functional_call(template, (p, b), (inputs,)), x, y)
-
-        losses_of = vmap(seed_loss)
-        steps_per_epoch = task.steps_per_epoch(data.train, cfg.batch_size)
-        progress = Progress(cfg.progress, cfg.epochs, steps_per_epoch)
-        started = time.perf_counter()
+        run = _Stack(stackable_template(models[0]).train(), params, buffers, optimizer,
+                     make_scheduler(cfg, optimizer, task.mode), [SeedRecord(seed) for seed in self.seeds],
+                     task.steps_per_epoch(data.train, cfg.batch_size))
+        progress = Progress(cfg.progress, cfg.epochs, run.steps_per_epoch)
         try:
             for epoch in range(1, cfg.epochs + 1):
                 epoch_start = time.perf_counter()
-                loss_sums, items = self._train_epoch(records, data, task, params, buffers, optimizer, losses_of, progress, device)
+                loss_sums, items = self._train_epoch(run, epoch, data, task, progress)
                 train_seconds = time.perf_counter() - epoch_start
-                val = evaluate_stacked(task, template, params, buffers, data.val, cfg.eval_batch_size, len(records))
-                common = {"step": epoch * steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
+                val = evaluate_stacked(task, run.template, params, buffers, data.val, cfg.eval_batch_size, len(run.records))
+                common = {"step": epoch * run.steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
                           "time/epoch_s": time.perf_counter() - epoch_start, f"time/{task.unit}_per_s": items / train_seconds}
-                self._end_epoch(records, epoch, [s / items for s in loss_sums], val, common, task, params, buffers, progress)
-                if scheduler is not None:
-                    scheduler.step()
-                if cfg.checkpoint and self.on_checkpoint is not None:
-                    loop = {"epoch": epoch, "step": epoch * steps_per_epoch, "elapsed": time.perf_counter() - started}
-                    for index, record in enumerate(records):
-                        if record.active:  # as Trainer: no checkpoint after the epoch that stopped a run
-                            self.on_checkpoint(index, seed_checkpoint(record, index, params, buffers, optimizer,
-                                                                      scheduler, loop, torch_rng))
-                if all(not record.active for record in records):
+                self._end_epoch(run, epoch, [s / items for s in loss_sums], val, common, task, progress)
+                if run.scheduler is not None:
+                    run.scheduler.step()
+                if cfg.checkpoint:  # as Trainer: not for a run that this epoch stopped
+                    for index, state in run.checkpoints(epoch, epoch * run.steps_per_epoch):
+                        self.on_checkpoint(index, state)
+                if all(not record.active for record in run.records):
                     break
         finally:
             progress.close()
-        return self._finish(records, models, data, task, time.perf_counter() - started)
+        return self._finish(run.records, models, data, task, time.perf_counter() - run.started)
 
-    def _train_epoch(self, records, data, task, params, buffers, optimizer, losses_of, progress, device):
+    def _train_epoch(self, run: _Stack, epoch: int, data: Data, task, progress):
         cfg = self.cfg
-        epochs = [task.epoch(data.train, cfg.batch_size, r.shuffler, data.augment, r.augmenter) for r in records]
-        loss_sums = torch.zeros(len(records), device=device)
+        device = next(iter(run.params.values())).device
+        epochs = [task.epoch(data.train, cfg.batch_size, r.shuffler, data.augment, r.augmenter) for r in run.records]
+        loss_of = vmap(lambda p, b, x, y: task.loss(lambda inputs: functional_call(run.template, (p, b), (inputs,)), x, y))
+        loss_sums = torch.zeros(len(run.records), device=device)
         items = 0
         for i in range(epochs[0].steps):
             batches = [batches.batch(i) for batches in epochs]
             x = to_device(torch.stack([b[0] for b in batches]), device)
             y = to_device(torch.stack([b[1] for b in batches]), device)
-            count = batches[0][2]
             with MemoryFormatAsIs():
-                losses = losses_of(params, buffers, x, y)
-            optimizer.zero_grad(set_to_none=True)
+                losses = loss_of(run.params, run.buffers, x, y)
+            run.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # seeds share no weights: the sum's gradient is each seed's own
             if cfg.grad_clip is not None:
-                clip_per_seed(optimizer.param_groups[0]["params"], cfg.grad_clip)
-            optimizer.step()
-            loss_sums += losses.detach() * count
-            items += count
+                clip_per_seed(run.optimizer.param_groups[0]["params"], cfg.grad_clip)
+            run.optimizer.step()
+            loss_sums += losses.detach() * batches[0][2]
+            items += batches[0][2]
             progress.step()
             if self.first_step_done_at is None:
                 self.first_step_done_at = time.perf_counter()
+            if self.stop_requested:
+                self._stop(run, epoch, i, epochs, loss_sums, items)
         return loss_sums.tolist(), items
 
-    def _end_epoch(self, records, epoch, train_losses, val, common, task, params, buffers, progress):
+    def _stop(self, run: _Stack, epoch: int, i: int, epochs, loss_sums, items) -> None:
+        """As Trainer on a stop request: each seed's mid-epoch checkpoint, then StopRequested."""
+        def in_epoch(index):
+            return {"batches": epochs[index].state(), "next_step": i + 1,
+                    "loss_sum": loss_sums[index].detach().cpu().clone(), "items": items}
+
+        for index, state in run.checkpoints(epoch - 1, (epoch - 1) * run.steps_per_epoch + i + 1, in_epoch):
+            self.on_checkpoint(index, state)
+        raise StopRequested(self.stop_requested)
+
+    def _end_epoch(self, run: _Stack, epoch, train_losses, val, common, task, progress):
         key = task.selection_metric
-        for index, (record, row) in enumerate(zip(records, per_seed_rows(epoch, train_losses, val, common, task))):
+        for index, (record, row) in enumerate(zip(run.records, per_seed_rows(epoch, train_losses, val, common, task))):
             if not record.active:
                 continue  # stopped early or diverged: its run ended; its slice trains on untouched by the others
             if not math.isfinite(row["train/loss"]):
@@ -122,12 +153,12 @@ class StackedTrainer:
             self.on_epoch(index, row)
             if record.best_val is None or _better(task.mode, row[f"val/{key}"], record.best_val[key]):
                 best_val = {k[len("val/"):]: v for k, v in row.items() if k.startswith("val/")}
-                record.improve(epoch, best_val, seed_state(params, buffers, index))
+                record.improve(epoch, best_val, seed_state(run.params, run.buffers, index))
             else:
                 record.stale += 1
             if self.cfg.patience is not None and record.stale >= self.cfg.patience:
                 record.end(None, stopped_early=True)
-        progress.epoch_end(epoch, f"{sum(r.active for r in records)}/{len(records)} seeds training")
+        progress.epoch_end(epoch, f"{sum(r.active for r in run.records)}/{len(run.records)} seeds training")
 
     def _finish(self, records, models, data, task, seconds) -> list[FitResult | PsxError]:
         results: list[FitResult | PsxError] = []
