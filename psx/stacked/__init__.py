@@ -4,7 +4,8 @@
     reason = stack_reason(trainer_cfg, models, task, example)   # None, or why they must train one by one
     if reason is None and stacking_pays(models, device):
         results = StackedTrainer(trainer_cfg, seeds, on_epoch, on_checkpoint).fit(models, data, task)
-        # results[k]: seed k's FitResult (or the PsxError that ended it); models[k]: its best weights
+        # results[k]: seed k's FitResult (or the PsxError that ended it); models[k]: its best weights;
+        # on_epoch(k, row), on_checkpoint(k, Trainer-format state); stop_requested as on Trainer
 
 A sweep uses it from its launcher: psx.stacked.sweep groups the jobs that differ only in `seed`;
 each job of a group keeps its own folder, summary.json, metrics and checkpoint, written as a single
@@ -70,10 +71,11 @@ def stack_reason(trainer_cfg: DictConfig, models: list[nn.Module], task, example
 
 
 def stacking_pays(models: list[nn.Module], device: torch.device) -> bool:
-    """Whether stacking is the faster way to train these seeds (scripts/bench.py --only stacked):
-    always on a GPU, where a small model's step is bound by kernel launches that stacking shares out;
-    on a CPU only for models without per-seed layers (LocallyConnected2d runs once per seed anyway,
-    so a stacked cnn_unshared measured no faster than one seed after another)."""
+    """Whether to stack these seeds by default (scripts/bench.py --only stacked measures it): on a
+    GPU always, a small model's step being bound by kernel launches that the stack shares out; on a
+    CPU for models without per-seed layers. A LocallyConnected2d runs once per seed in the stack
+    anyway, so cnn_unshared gained little there, within the noise of the measurements, for K times
+    the activation memory."""
     if torch.device(device).type == "cuda":
         return True
     return not any(isinstance(m, RUN_PER_SEED) for m in models[0].modules())
