@@ -31,11 +31,15 @@ same run, on the same machine (medians of several repeats).
             torch.compile. Training throughput of cnn_shared and cnn_unshared after a warm-up epoch
             (compile's warm-up epoch includes compiling). Runs on CUDA when there is a GPU
             (--device to choose); skipped otherwise, as is everything but bf16 and compile on CPU.
+  stacked   several seeds of one config trained together as one stacked model (psx.stacked) vs the
+            same seeds trained one at a time by psx's Trainer: seeds per second (build + train, 2
+            epochs on 500 digits) for cnn_shared, cnn_unshared and mlp, on CPU, and on CUDA when there is
+            a GPU (ratio > 1: stacking is faster).
 
 Each baseline is written plainly below: the simplest correct raw-PyTorch (or plain-command) way to
 do the same work.
 
-    python scripts/bench.py [--only trainer lc soft hashed rnn startup sweep options] [--device cuda] [--json bench.json] [--quick]
+    python scripts/bench.py [--only trainer lc soft hashed rnn startup sweep options stacked] [--device cuda] [--json bench.json] [--quick]
 
 Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
 processes on the machine distort every figure: run it on an idle machine. Host memory is kept for
@@ -470,9 +474,54 @@ def gpu_options(device, dataset, repeats, quick):
     return rows
 
 
+# --- stacked seeds -------------------------------------------------------------------------------
+
+
+def stacked_seeds(devices, seeds, repeats, quick):
+    """Seeds per second, K seeds of one config stacked (psx.stacked) vs trained one at a time by psx's
+    Trainer: each side builds its K models and trains them; data built and placed once, outside the clock."""
+    from psx.data import build_data
+    from psx.device import place_data
+    from psx.stacked import build_seed_model, fit_stacked
+    from psx.tasks import task_for
+    from psx.trainer import Trainer
+
+    rows = []
+    for device in devices:
+        for model_name in ("cnn_shared", "cnn_unshared", "mlp"):
+            cfg = compose(f"model={model_name}", "dataset=digits", f"device={device}", "trainer.epochs=2",
+                          "trainer.progress=none", "trainer.checkpoint=false", f"dataset.train_size={100 if quick else 500}")
+            data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), torch.device(device), cfg.device.data)
+            task = task_for(data.spec, cfg.model)
+
+            def one_by_one():
+                for seed in range(seeds):
+                    Trainer(cfg.trainer, seed).fit(build_seed_model(cfg.model, data.spec, seed, torch.device(device)), data, task)
+
+            def stacked():
+                fit_stacked(cfg.model, cfg.trainer, data, task, list(range(seeds)), device)
+
+            times = {one_by_one: [], stacked: []}
+            fit_stacked(cfg.model, cfg.trainer, data, task, [0, 1], device)  # warm-up: the kernels' first calls
+            Trainer(cfg.trainer, 0).fit(build_seed_model(cfg.model, data.spec, 0, torch.device(device)), data, task)
+            for repeat in range(repeats):  # alternating order, so that the machine's drift falls on both alike
+                for run in (one_by_one, stacked) if repeat % 2 == 0 else (stacked, one_by_one):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    started = time.perf_counter()
+                    run()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times[run].append(time.perf_counter() - started)
+            alone_rate, stacked_rate = (seeds / statistics.median(times[run]) for run in (one_by_one, stacked))
+            rows.append({"what": f"stacked seeds: {seeds} x {model_name}/digits on {device} (seeds/s)", "psx": stacked_rate,
+                         "baseline": alone_rate, "ratio": stacked_rate / alone_rate, "target": "(measured)"})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "soft", "hashed", "rnn", "startup", "sweep", "options"])
+    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "soft", "hashed", "rnn", "startup", "sweep", "options", "stacked"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None,
                         help="device for the options section (default: cuda when there is a GPU, else skipped)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -512,6 +561,10 @@ def main():
             notes.append("# options: no GPU here, skipped (--device cpu measures the options CPU has: bf16, compile)")
         else:
             rows += gpu_options(args.device, "digits" if args.quick or not have("mnist") else "mnist", repeats, args.quick)
+
+    if "stacked" in args.only:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        rows += stacked_seeds(devices, 2 if args.quick else 8, repeats, args.quick)
 
     print(f"# psx benchmarks: {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, python {platform.python_version()}")
