@@ -24,7 +24,8 @@ from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
 from psx.errors import PsxError
-from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
+from psx.atomic import write_json_atomic
+from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
 from psx.tasks import task_for
