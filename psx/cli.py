@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-STARTED = time.perf_counter()  # start-up timings in summary.json are measured from here
+STARTED = time.perf_counter()  # the first job's start-up timings in summary.json are measured from here
 
 from psx import __version__  # noqa: E402
 
@@ -69,41 +69,59 @@ def main(argv: list[str] | None = None) -> None:
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
-def train_command(args: list[str]) -> int:
-    from hydra._internal.utils import get_args_parser
+def hydra_arguments(args: list[str]):
+    """What Hydra's own command line (`psx train` passes it on unchanged) says about the run: the
+    flags that take a value are declared so that their values are not read as overrides."""
+    import argparse
 
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--help/-h", "--hydra-help", "--version", "--resolve", "--run/-r", "--multirun/-m",
+                 "--shell-completion/-sc"):
+        parser.add_argument(*flag.split("/"), action="store_true")
+    for flag in ("--cfg/-c", "--package/-p", "--config-path/-cp", "--config-name/-cn", "--config-dir/-cd",
+                 "--experimental-rerun"):
+        parser.add_argument(*flag.split("/"))
+    parser.add_argument("--info", "-i", nargs="?", const="all")
+    parser.add_argument("overrides", nargs="*")
+    parsed, _ = parser.parse_known_args(args)
+    return parsed
+
+
+def train_command(args: list[str]) -> int:
     from psx.errors import PsxError
 
-    parsed, _ = get_args_parser().parse_known_args(args)
-    only_shows_something = parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion
+    parsed = hydra_arguments(args)
+    only_shows_something = (parsed.help or parsed.hydra_help or parsed.version or parsed.cfg or parsed.info
+                            or parsed.shell_completion or parsed.experimental_rerun)
+    workers = None
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
             # A joblib sweep's workers may still be warming up while Hydra composes the jobs: the
             # launcher's own joblib call runs its jobs in the same pool, after that warm-up.
-            preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
+            workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
         except PsxError as e:
             fail(str(e))
 
-    from psx.hydra_app import hydra_train
+    from psx.hydra_app import Launch, Stopped, train_app
 
     sys.argv = ["psx train", *args]
     started_at = time.time()
+    launch = Launch(process_started=STARTED)
     try:
-        hydra_train()
+        train_app(launch)()
     except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
         if os.environ.get("PSX_DEBUG"):
             raise
         fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
-    except KeyboardInterrupt as e:  # includes a stop requested by SIGTERM/SIGINT, after its checkpoint
-        name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
-        print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
-        return 128 + signal.Signals[name].value
-    if parsed.multirun:  # every job has finished: the joblib launcher's idle workers can go now
-        from psx.joblib_workers import stop_workers
-
-        stop_workers()
-    train = sys.modules.get("psx.train")  # imported (with torch) only if a job ran in this process
-    failed = set(train.FAILED_RUNS) if train is not None else set()
+    except Stopped as e:  # a stop requested by SIGTERM/SIGINT, after its checkpoint
+        print(f"psx: stopped by {e.args[0]}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
+        return 128 + signal.Signals[e.args[0]].value
+    except KeyboardInterrupt:
+        print("psx: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    if workers is not None:  # every job has finished: the joblib launcher's idle workers can go now
+        workers.stop()
+    failed = set(launch.failed_runs)
     if parsed.multirun:
         failed |= _failed_in_sweep(started_at)  # jobs that launchers ran in other processes
     if failed:
@@ -254,7 +272,8 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
     unavailable device ends with one clear line instead of a failed run (or a failed sweep).
     In a sweep every listed value is checked once, each with the other overrides' first values.
     A sweep on the joblib launcher gets its worker processes started meanwhile (they stay in
-    joblib's pool for the launcher), and one of them makes the checks that need torch."""
+    joblib's pool for the launcher), and one of them makes the checks that need torch; returns
+    those workers (a psx.joblib_workers.WorkerStart) or None."""
     from psx.errors import PsxError
 
     base, sweeps = [], []
@@ -298,6 +317,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
             from psx.checks import check_runnable
 
             check_runnable(configs)
+        return started[0] if started else None
     except BaseException:
         for workers in started:
             workers.cancel()

@@ -1,7 +1,10 @@
-"""The Hydra application behind `psx train`, and the pre-flight check of its overrides."""
+"""The Hydra application behind `psx train`, and what the launching process learns from its jobs."""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import hydra
 from hydra.experimental.callback import Callback
@@ -19,11 +22,53 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"psx configs not found next to {package}")
 
 
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
-def hydra_train(cfg: DictConfig) -> float | None:
-    from psx.train import run  # torch is imported only once a job actually runs
+class Stopped(KeyboardInterrupt):
+    """A job in the `psx` process itself was stopped by a signal (args[0]: its name), after its
+    checkpoint. Hydra passes a KeyboardInterrupt through (an ordinary exception would become a
+    printed traceback and exit 1), so the CLI can end with 128 + the signal's number. Jobs that a
+    launcher runs in other processes raise psx.trainer.StopRequested, an ordinary exception,
+    which the launcher gets back as the job's result."""
 
-    return run(cfg)
+
+@dataclass
+class Launch:
+    """Shared between the `psx train` process and the jobs it runs itself (the basic launcher);
+    a copy travels with the task to other processes (joblib, submitit), where it stays unused."""
+
+    process_started: float | None  # perf_counter() at the process start, for the first job's start-up figures
+    pid: int = field(default_factory=os.getpid)
+    failed_runs: list[str] = field(default_factory=list)  # run folders of jobs that failed in this process
+
+    def in_launching_process(self) -> bool:
+        return os.getpid() == self.pid
+
+    def first_job_start(self) -> float | None:
+        """The process start for the first job run in this process; None for the others."""
+        if not self.in_launching_process():
+            return None
+        started, self.process_started = self.process_started, None
+        return started
+
+
+def train_app(launch: Launch) -> Callable[[], None]:
+    """The `psx train` Hydra application, reporting its jobs' outcomes to `launch`."""
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
+    def hydra_train(cfg: DictConfig) -> float | None:
+        from psx.train import run  # torch is imported only once a job actually runs
+        from psx.trainer import StopRequested
+
+        try:
+            outcome = run(cfg, process_started=launch.first_job_start())
+        except StopRequested as e:
+            if launch.in_launching_process():
+                raise Stopped(*e.args) from None
+            raise
+        if outcome.status == "failed" and launch.in_launching_process():
+            launch.failed_runs.append(outcome.run_dir)
+        return outcome.value
+
+    return hydra_train
 
 
 # Sweep folders started in this process: the CLI reads their summaries afterwards, because

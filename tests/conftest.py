@@ -73,3 +73,16 @@ def psx(tmp_path):
 
     _run.cwd = tmp_path
     return _run
+
+
+# Tests that run the real `psx` command in a subprocess (end-to-end): the slow tier.
+# `pytest -m "not slow"` is the fast tier; plain `pytest` (and .ci/run) runs both.
+RUNS_THE_PSX_COMMAND = {"run_psx", "psx_executable"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        function = getattr(item, "function", None)
+        names = set(function.__code__.co_names) if function is not None else set()
+        if "psx" in getattr(item, "fixturenames", ()) or names & RUNS_THE_PSX_COMMAND:
+            item.add_marker(pytest.mark.slow)
