@@ -96,6 +96,8 @@ def train_command(args: list[str]) -> int:
     workers = None
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
+            args = continued_run_arguments(args, parsed)
+            parsed = hydra_arguments(args)
             # A joblib sweep's workers may still be warming up while Hydra composes the jobs: the
             # launcher's own joblib call runs its jobs in the same pool, after that warm-up.
             workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
@@ -129,6 +131,16 @@ def train_command(args: list[str]) -> int:
             print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
     return 0
+
+
+def continued_run_arguments(args: list[str], parsed) -> list[str]:
+    """`trainer.resume=<run>` becomes that run's own overrides and its folder (psx.resume_args)."""
+    from psx.resume_args import resume_overrides
+
+    continued = resume_overrides(parsed.overrides, parsed.multirun)
+    if continued is None:
+        return args
+    return [a for a in args if a not in parsed.overrides] + continued
 
 
 def _failed_in_sweep(since: float) -> set[str]:

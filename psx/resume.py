@@ -17,41 +17,37 @@ from psx.trainer import Trainer
 
 log = logging.getLogger("psx")
 
-# Overrides that may accompany trainer.resume: they change how, not what, is trained.
-RESUME_COMPATIBLE = ("trainer.resume", "trainer.progress", "device", "hydra.", "hydra/")
-
-
 def resume_state(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, Any] | None,
-                 checkpoint_path: Path) -> tuple[dict[str, Any] | None, DictConfig]:
-    """The checkpoint to continue from, if any, and the config to train with: trainer.resume=<run>,
-    or this folder's own checkpoint when a sweep re-run finds the job interrupted (or killed)."""
+                 checkpoint_path: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue from when this folder's run was stopped or killed (a sweep
+    re-run, or `psx train trainer.resume=<this folder>`, which the CLI turns into the run's own
+    overrides in its own folder); None to start afresh."""
     if cfg.trainer.resume is not None:
-        return _resume_from(cfg, summary)
-    if previous is not None and previous.get("status") in ("running", "interrupted") and checkpoint_path.exists():
-        resume = load_checkpoint(checkpoint_path)
-        summary["resumed_from"] = str(checkpoint_path)
-        log.info("resuming %s from epoch %d", checkpoint_path.parent, resume["loop"]["epoch"])
-        return resume, cfg
-    return None, cfg
+        raise PsxError("trainer.resume continues one run from the command line: `psx train trainer.resume=<run folder>`")
+    if previous is None or previous.get("status") not in ("running", "interrupted") or not checkpoint_path.exists():
+        return None
+    state = load_checkpoint(checkpoint_path)
+    differing = differing_settings(state.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
+    if differing:
+        raise PsxError(f"{checkpoint_path.parent} was started with other settings than its overrides give now "
+                       f"({', '.join(differing)}); start it again in a new folder")
+    summary["resumed_from"] = str(checkpoint_path)
+    for key in ("sweep_id", "job_num"):  # a sweep's job continued on its own still belongs to its sweep
+        if summary.get(key) is None:
+            summary[key] = previous.get(key)
+    log.info("resuming %s from epoch %d", checkpoint_path.parent, state["loop"]["epoch"])
+    return state
 
 
-def _resume_from(cfg: DictConfig, summary: dict[str, Any]) -> tuple[dict[str, Any], DictConfig]:
-    """trainer.resume=<run folder>: continue that run with its own saved config."""
-    extra = [o for o in summary["overrides"] if not o.lstrip("+~").startswith(RESUME_COMPATIBLE)]
-    if extra:
-        raise PsxError(f"trainer.resume continues a run with its own config; drop the other overrides: {' '.join(extra)}")
-    state = load_checkpoint(cfg.trainer.resume)
-    if state.get("completed"):
-        raise PsxError(f"the run in {cfg.trainer.resume} already completed; nothing to resume")
-    saved = OmegaConf.create(state["config"])
-    saved.trainer.resume = cfg.trainer.resume
-    saved.trainer.progress = cfg.trainer.progress
-    saved.device = cfg.device
-    summary.update(model=saved.model.name, family=saved.model.get("family"), shared=saved.model.get("shared"),
-                   dataset=saved.dataset.name, train_size=saved.dataset.get("train_size"), seed=saved.seed,
-                   resumed_from=str(Path(cfg.trainer.resume).resolve()))
-    log.info("resuming %s from epoch %d", cfg.trainer.resume, state["loop"]["epoch"])
-    return state, saved
+def differing_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The config sections (model, dataset, trainer but its machine settings, seed) that differ."""
+    def what_is_trained(config):
+        trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k not in ("progress", "resume")}
+        return {"model": config.get("model"), "dataset": config.get("dataset"), "trainer": trainer,
+                "seed": config.get("seed")}
+
+    saved, now = what_is_trained(saved), what_is_trained(now)
+    return [key for key in saved if saved[key] != now[key]]
 
 
 @contextmanager

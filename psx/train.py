@@ -29,6 +29,7 @@ from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
 from psx.resume import resume_state, stop_on_signals
+from psx.resume_args import what_is_trained
 from psx.tasks import task_for
 from psx.trainer import FitResult, StopRequested, Trainer
 
@@ -139,7 +140,7 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_summary(run_dir)
     job = JobRecord(run_dir, base_summary(cfg, run_dir))
-    if previous is not None and previous.get("overrides") != job.summary["overrides"]:
+    if previous is not None and what_is_trained(previous.get("overrides") or []) != what_is_trained(job.summary["overrides"]):
         _fail(job.summary, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
               "sweep into a new hydra.sweep.dir")
         return JobOutcome("failed", str(run_dir.resolve()))
@@ -155,7 +156,7 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
 def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, process_started: float | None) -> float:
     """config -> data -> model -> fit -> summary, for one run folder."""
     summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
-    resume, cfg = resume_state(cfg, summary, previous, checkpoint_path)
+    resume = resume_state(cfg, summary, previous, checkpoint_path)
     write_json_atomic(job.run_dir / "summary.json", summary)
     validate(cfg)
     job.loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), job.run_dir)
