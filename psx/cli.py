@@ -104,23 +104,13 @@ def train_command(args: list[str]) -> int:
         except PsxError as e:
             fail(str(e))
 
-    from psx.hydra_app import Launch, Stopped, train_app
+    from psx.hydra_app import Launch
 
-    sys.argv = ["psx train", *args]
     started_at = time.time()
     launch = Launch(process_started=STARTED)
-    try:
-        train_app(launch)()
-    except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
-        if os.environ.get("PSX_DEBUG"):
-            raise
-        fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
-    except Stopped as e:  # a stop requested by SIGTERM/SIGINT, after its checkpoint
-        print(f"psx: stopped by {e.args[0]}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
-        return 128 + signal.Signals[e.args[0]].value
-    except KeyboardInterrupt:
-        print("psx: stopped by SIGINT", file=sys.stderr)
-        return 128 + signal.SIGINT
+    stopped = run_hydra(args, launch)
+    if stopped is not None:
+        return stopped
     if workers is not None:  # every job has finished: the joblib launcher's idle workers can go now
         workers.stop()
     failed = set(launch.failed_runs)
@@ -131,6 +121,31 @@ def train_command(args: list[str]) -> int:
             print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
         return 1
     return 0
+
+
+def run_hydra(args: list[str], launch) -> int | None:
+    """Hydra's application with psx's one-line errors; the exit code when a signal stopped a
+    run (after its checkpoint), else None."""
+    from psx.errors import StopRequested
+    from psx.hydra_app import train_app
+
+    sys.argv = ["psx train", *args]
+    # Hydra re-raises what the jobs and its launchers raise instead of printing a traceback and
+    # exiting 1: a stop request must reach this function, and other errors get one line here.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        train_app(launch)()
+    except StopRequested as e:  # in this process or in a launcher's worker; the run is marked interrupted
+        print(f"psx: stopped by {e.args[0]}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
+        return 128 + signal.Signals[e.args[0]].value
+    except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
+        if os.environ.get("PSX_DEBUG"):
+            raise
+        fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
+    except KeyboardInterrupt:  # Ctrl-C outside training (training turns it into StopRequested)
+        print("psx: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    return None
 
 
 def continued_run_arguments(args: list[str], parsed) -> list[str]:

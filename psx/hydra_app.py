@@ -22,14 +22,6 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"psx configs not found next to {package}")
 
 
-class Stopped(KeyboardInterrupt):
-    """A job in the `psx` process itself was stopped by a signal (args[0]: its name), after its
-    checkpoint. Hydra passes a KeyboardInterrupt through (an ordinary exception would become a
-    printed traceback and exit 1), so the CLI can end with 128 + the signal's number. Jobs that a
-    launcher runs in other processes raise psx.trainer.StopRequested, an ordinary exception,
-    which the launcher gets back as the job's result."""
-
-
 @dataclass
 class Launch:
     """Shared between the `psx train` process and the jobs it runs itself (the basic launcher);
@@ -56,14 +48,8 @@ def train_app(launch: Launch) -> Callable[[], None]:
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def hydra_train(cfg: DictConfig) -> float | None:
         from psx.train import run  # torch is imported only once a job actually runs
-        from psx.trainer import StopRequested
 
-        try:
-            outcome = run(cfg, process_started=launch.first_job_start())
-        except StopRequested as e:
-            if launch.in_launching_process():
-                raise Stopped(*e.args) from None
-            raise
+        outcome = run(cfg, process_started=launch.first_job_start())
         if outcome.status == "failed" and launch.in_launching_process():
             launch.failed_runs.append(outcome.run_dir)
         return outcome.value

@@ -24,14 +24,14 @@ from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
 from psx.atomic import write_json_atomic
-from psx.errors import PsxError
+from psx.errors import PsxError, StopRequested
 from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
 from psx.resume import resume_state, stop_on_signals
 from psx.resume_args import what_is_trained
 from psx.tasks import task_for
-from psx.trainer import FitResult, StopRequested, Trainer
+from psx.trainer import FitResult, Trainer
 
 log = logging.getLogger("psx")
 

@@ -22,15 +22,9 @@ from torch import nn
 from psx.checkpoint import save_checkpoint
 from psx.device import check_precision
 from psx.data.spec import Data
-from psx.errors import PsxError
+from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
 from psx.progress import Progress
-
-
-class StopRequested(Exception):
-    """Raised after the state was checkpointed because the process was asked to stop (args[0]: the
-    signal's name). An ordinary exception, not a KeyboardInterrupt: a launcher that runs the job
-    elsewhere (submitit, joblib) gets it back as the job's result instead of losing the job."""
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Fault tests: killed, stopped and failed runs lose nothing and continue where they were."""
 import json
+import os
 import signal
 import subprocess
 import time
@@ -145,3 +146,28 @@ def test_rerun_of_an_interrupted_sweep_resumes_its_job_in_place(psx):
     assert alone.returncode == 0
     (single,) = run_dirs(psx.cwd)
     assert summary(single)["metrics"] == job0["metrics"]
+
+
+def test_a_job_stopped_by_sigterm_under_submitit_ends_interrupted_and_a_sweep_rerun_finishes_it(psx):
+    """SLURM's preemption, with submitit's local executor: its controller process forwards SIGTERM
+    to the job, as SLURM does. The job must hand the launcher a result (not die with a
+    KeyboardInterrupt, which left the launcher waiting forever)."""
+    sweep = psx.cwd / "sweep"
+    args = ["train", "-m", "hydra/launcher=submitit_local", "model=cnn_unshared", "dataset.train_size=400",
+            "trainer.epochs=4", "seed=1", f"hydra.sweep.dir={sweep}"]
+    proc = start(psx.cwd, args)
+    metrics = sweep / "0" / "metrics.csv"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
+    # submitit names a local job's folder by its controller's pid
+    (controller,) = [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]
+    os.kill(int(controller.name), signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1].startswith("psx: stopped by SIGTERM")
+    stopped = summary(sweep / "0")
+    assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
+
+    finished = psx(*args)
+    assert finished.returncode == 0, finished.stderr
+    done = summary(sweep / "0")
+    assert done["status"] == "completed" and done["resumed_from"] == str(sweep / "0" / "checkpoint.pt")

@@ -9,11 +9,11 @@ import torch
 from psx.checkpoint import load_checkpoint
 from psx.cli import compose_checked
 from psx.data import build_data
-from psx.errors import PsxError
+from psx.errors import PsxError, StopRequested
 from psx.models import build_model
 from psx.tasks import task_for
 from psx.train import JobRecord, recorded_outcome
-from psx.trainer import StopRequested, Trainer
+from psx.trainer import Trainer
 
 OVERRIDES = ["model=cnn_shared", "dataset.train_size=300", "trainer.epochs=3", "trainer.batch_size=64",
              "trainer.scheduler=cosine", "seed=3"]
