@@ -69,26 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
-def hydra_arguments(args: list[str]):
-    """What Hydra's own command line (`psx train` passes it on unchanged) says about the run: the
-    flags that take a value are declared so that their values are not read as overrides."""
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in ("--help/-h", "--hydra-help", "--version", "--resolve", "--run/-r", "--multirun/-m",
-                 "--shell-completion/-sc"):
-        parser.add_argument(*flag.split("/"), action="store_true")
-    for flag in ("--cfg/-c", "--package/-p", "--config-path/-cp", "--config-name/-cn", "--config-dir/-cd",
-                 "--experimental-rerun"):
-        parser.add_argument(*flag.split("/"))
-    parser.add_argument("--info", "-i", nargs="?", const="all")
-    parser.add_argument("overrides", nargs="*")
-    parsed, _ = parser.parse_known_args(args)
-    return parsed
-
-
 def train_command(args: list[str]) -> int:
     from psx.errors import PsxError
+    from psx.hydra_app import hydra_arguments
 
     parsed = hydra_arguments(args)
     only_shows_something = (parsed.help or parsed.hydra_help or parsed.version or parsed.cfg or parsed.info
@@ -104,7 +87,7 @@ def train_command(args: list[str]) -> int:
         except PsxError as e:
             fail(str(e))
 
-    from psx.hydra_app import Launch
+    from psx.hydra_app import Launch, failed_in_sweeps
 
     started_at = time.time()
     launch = Launch(process_started=STARTED)
@@ -115,7 +98,7 @@ def train_command(args: list[str]) -> int:
         workers.stop()
     failed = set(launch.failed_runs)
     if parsed.multirun:
-        failed |= _failed_in_sweep(started_at)  # jobs that launchers ran in other processes
+        failed |= failed_in_sweeps(started_at)  # jobs that launchers ran in other processes
     if failed:
         if len(failed) > 1:
             print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
@@ -156,23 +139,6 @@ def continued_run_arguments(args: list[str], parsed) -> list[str]:
     if continued is None:
         return args
     return [a for a in args if a not in parsed.overrides] + continued
-
-
-def _failed_in_sweep(since: float) -> set[str]:
-    """Run folders of this sweep whose summary.json, written since `since`, says failed."""
-    import json
-    from pathlib import Path
-
-    from psx.hydra_app import SWEEP_DIRS
-
-    failed = set()
-    for summary in [p for d in SWEEP_DIRS for p in Path(d).glob("*/summary.json")]:
-        try:
-            if summary.stat().st_mtime >= since and json.loads(summary.read_text()).get("status") == "failed":
-                failed.add(str(summary.parent.resolve()))
-        except (OSError, ValueError):
-            continue
-    return failed
 
 
 def inspect_command(args: list[str]) -> int:

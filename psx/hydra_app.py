@@ -1,6 +1,8 @@
 """The Hydra application behind `psx train`, and what the launching process learns from its jobs."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,3 +67,31 @@ SWEEP_DIRS: list[str] = []
 class RecordSweepDir(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         SWEEP_DIRS.append(str(config.hydra.sweep.dir))
+
+
+def failed_in_sweeps(since: float) -> set[str]:
+    """Run folders of this sweep whose summary.json, written since `since`, says failed."""
+    failed = set()
+    for summary in [p for d in SWEEP_DIRS for p in Path(d).glob("*/summary.json")]:
+        try:
+            if summary.stat().st_mtime >= since and json.loads(summary.read_text()).get("status") == "failed":
+                failed.add(str(summary.parent.resolve()))
+        except (OSError, ValueError):
+            continue
+    return failed
+
+
+def hydra_arguments(args: list[str]):
+    """What Hydra's own command line (`psx train` passes it on unchanged) says about the run: the
+    flags that take a value are declared so that their values are not read as overrides."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--help/-h", "--hydra-help", "--version", "--resolve", "--run/-r", "--multirun/-m",
+                 "--shell-completion/-sc"):
+        parser.add_argument(*flag.split("/"), action="store_true")
+    for flag in ("--cfg/-c", "--package/-p", "--config-path/-cp", "--config-name/-cn", "--config-dir/-cd",
+                 "--experimental-rerun"):
+        parser.add_argument(*flag.split("/"))
+    parser.add_argument("--info", "-i", nargs="?", const="all")
+    parser.add_argument("overrides", nargs="*")
+    parsed, _ = parser.parse_known_args(args)
+    return parsed
