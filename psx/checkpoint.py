@@ -1,22 +1,21 @@
 """Checkpoint files: written atomically, read with weights_only=True (no pickled code runs)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from psx.atomic import atomic_path
 from psx.errors import PsxError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomically: a crash mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def checkpoint_file(location: str | Path) -> Path:

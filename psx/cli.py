@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-STARTED = time.perf_counter()  # start-up timings in summary.json are measured from here
+STARTED = time.perf_counter()  # the first job's start-up timings in summary.json are measured from here
 
 from psx import __version__  # noqa: E402
 
@@ -70,42 +70,35 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train_command(args: list[str]) -> int:
-    from hydra._internal.utils import get_args_parser
-
     from psx.errors import PsxError
+    from psx.hydra_app import hydra_arguments
 
-    parsed, _ = get_args_parser().parse_known_args(args)
-    only_shows_something = parsed.help or parsed.hydra_help or parsed.cfg or parsed.info or parsed.shell_completion
+    parsed = hydra_arguments(args)
+    only_shows_something = (parsed.help or parsed.hydra_help or parsed.version or parsed.cfg or parsed.info
+                            or parsed.shell_completion or parsed.experimental_rerun)
+    workers = None
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
+            args = continued_run_arguments(args, parsed)
+            parsed = hydra_arguments(args)
             # A joblib sweep's workers may still be warming up while Hydra composes the jobs: the
             # launcher's own joblib call runs its jobs in the same pool, after that warm-up.
-            preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
+            workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
         except PsxError as e:
             fail(str(e))
 
-    from psx.hydra_app import hydra_train
+    from psx.hydra_app import Launch, failed_in_sweeps
 
-    sys.argv = ["psx train", *args]
     started_at = time.time()
-    try:
-        hydra_train()
-    except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
-        if os.environ.get("PSX_DEBUG"):
-            raise
-        fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
-    except KeyboardInterrupt as e:  # includes a stop requested by SIGTERM/SIGINT, after its checkpoint
-        name = e.args[0] if e.args and isinstance(e.args[0], str) else "SIGINT"
-        print(f"psx: stopped by {name}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
-        return 128 + signal.Signals[name].value
-    if parsed.multirun:  # every job has finished: the joblib launcher's idle workers can go now
-        from psx.joblib_workers import stop_workers
-
-        stop_workers()
-    train = sys.modules.get("psx.train")  # imported (with torch) only if a job ran in this process
-    failed = set(train.FAILED_RUNS) if train is not None else set()
+    launch = Launch(process_started=STARTED)
+    stopped = run_hydra(args, launch)
+    if stopped is not None:
+        return stopped
+    if workers is not None:  # every job has finished: the joblib launcher's idle workers can go now
+        workers.stop()
+    failed = set(launch.failed_runs)
     if parsed.multirun:
-        failed |= _failed_in_sweep(started_at)  # jobs that launchers ran in other processes
+        failed |= failed_in_sweeps(started_at)  # jobs that launchers ran in other processes
     if failed:
         if len(failed) > 1:
             print(f"psx: {len(failed)} runs failed; see status and error in their summary.json", file=sys.stderr)
@@ -113,21 +106,39 @@ def train_command(args: list[str]) -> int:
     return 0
 
 
-def _failed_in_sweep(since: float) -> set[str]:
-    """Run folders of this sweep whose summary.json, written since `since`, says failed."""
-    import json
-    from pathlib import Path
+def run_hydra(args: list[str], launch) -> int | None:
+    """Hydra's application with psx's one-line errors; the exit code when a signal stopped a
+    run (after its checkpoint), else None."""
+    from psx.errors import StopRequested
+    from psx.hydra_app import train_app
 
-    from psx.hydra_app import SWEEP_DIRS
+    sys.argv = ["psx train", *args]
+    # Hydra re-raises what the jobs and its launchers raise instead of printing a traceback and
+    # exiting 1: a stop request must reach this function, and other errors get one line here.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        train_app(launch)()
+    except StopRequested as e:  # in this process or in a launcher's worker; the run is marked interrupted
+        print(f"psx: stopped by {e.args[0]}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
+        return 128 + signal.Signals[e.args[0]].value
+    except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)
+        if os.environ.get("PSX_DEBUG"):
+            raise
+        fail(f"{_one_line(e)} (set PSX_DEBUG=1 for the traceback)")
+    except KeyboardInterrupt:  # Ctrl-C outside training (training turns it into StopRequested)
+        print("psx: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    return None
 
-    failed = set()
-    for summary in [p for d in SWEEP_DIRS for p in Path(d).glob("*/summary.json")]:
-        try:
-            if summary.stat().st_mtime >= since and json.loads(summary.read_text()).get("status") == "failed":
-                failed.add(str(summary.parent.resolve()))
-        except (OSError, ValueError):
-            continue
-    return failed
+
+def continued_run_arguments(args: list[str], parsed) -> list[str]:
+    """`trainer.resume=<run>` becomes that run's own overrides and its folder (psx.resume_args)."""
+    from psx.resume_args import resume_overrides
+
+    continued = resume_overrides(parsed.overrides, parsed.multirun)
+    if continued is None:
+        return args
+    return [a for a in args if a not in parsed.overrides] + continued
 
 
 def inspect_command(args: list[str]) -> int:
@@ -254,7 +265,8 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
     unavailable device ends with one clear line instead of a failed run (or a failed sweep).
     In a sweep every listed value is checked once, each with the other overrides' first values.
     A sweep on the joblib launcher gets its worker processes started meanwhile (they stay in
-    joblib's pool for the launcher), and one of them makes the checks that need torch."""
+    joblib's pool for the launcher), and one of them makes the checks that need torch; returns
+    those workers (a psx.joblib_workers.WorkerStart) or None."""
     from psx.errors import PsxError
 
     base, sweeps = [], []
@@ -298,6 +310,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
             from psx.checks import check_runnable
 
             check_runnable(configs)
+        return started[0] if started else None
     except BaseException:
         for workers in started:
             workers.cancel()

@@ -13,7 +13,6 @@ that import competed with the workers' own and cost the sweep about 3 s.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from typing import Any
 
@@ -36,12 +35,19 @@ def finish_warm_up() -> int:
 
 
 def parallel_arguments(launcher: dict[str, Any]) -> dict[str, Any]:
-    """joblib.Parallel's arguments exactly as Hydra's joblib launcher builds them from its config."""
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-
+    """joblib.Parallel's arguments exactly as Hydra's joblib launcher (1.2) builds them from its
+    config: the config's keys, the loky backend, and the size-like keys as integers when they
+    are numbers (joblib reuses its workers only for a call with identical arguments; a test
+    checks that the launcher's call does reuse them)."""
     arguments = {key: value for key, value in launcher.items() if key != "_target_"}
     arguments["backend"] = "loky"  # hard-coded by the launcher too
-    process_joblib_cfg(arguments)
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        value = arguments.get(key)
+        if value:
+            try:
+                arguments[key] = int(value)
+            except ValueError:  # e.g. "2*n_jobs", "1M": joblib reads those itself
+                pass
     return arguments
 
 
@@ -117,16 +123,22 @@ class WorkerStart:
         their imports."""
         stop_workers(wait=False)
 
+    def stop(self) -> None:
+        """The sweep has finished: its workers can go."""
+        if self._thread is not None:
+            self._thread.join()
+            stop_workers(wait=True)
+
 
 def stop_workers(wait: bool = True) -> None:
-    """Kill the loky workers joblib keeps for reuse, if this process started any. After a sweep
-    they are idle (each job has finished and flushed its files and trackers); left alone, they
-    would each shut their interpreter down, torch included, at exit: about a second more for every
-    `psx train -m` on the joblib launcher. loky keeps the reusable executor in a module global."""
-    reusable_executor = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(reusable_executor, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=wait, kill_workers=True)
+    """Kill the loky workers joblib keeps for reuse. After a sweep they are idle (each job has
+    finished and flushed its files and trackers); left alone, they would each shut their
+    interpreter down, torch included, at exit: about a second more for every `psx train -m` on
+    the joblib launcher. loky's get_reusable_executor(reuse=True) returns the pool joblib used
+    as it is (no resizing, no new workers)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor(reuse=True).shutdown(wait=wait, kill_workers=True)
 
 
 def start_for_sweep(hydra: dict[str, Any], overrides: list[str]) -> WorkerStart | None:

@@ -9,7 +9,6 @@ it never fails or slows the training.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import sys
@@ -236,12 +235,3 @@ def _element(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(hydra_text(value))
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)

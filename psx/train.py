@@ -5,11 +5,11 @@ import datetime as dt
 import gc
 import json
 import logging
-import signal
 import sys
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,21 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import psx
-from psx.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
-from psx.errors import PsxError
-from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
+from psx.atomic import write_json_atomic
+from psx.errors import PsxError, StopRequested
+from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
+from psx.resume import resume_state, stop_on_signals
+from psx.resume_args import what_is_trained
 from psx.tasks import task_for
-from psx.trainer import StopRequested, Trainer
+from psx.trainer import FitResult, Trainer
 
 log = logging.getLogger("psx")
-
-# Run folders of jobs that failed in this process; the CLI exits non-zero if any did.
-FAILED_RUNS: list[str] = []
-
-# Overrides that may accompany trainer.resume: they change how, not what, is trained.
-RESUME_COMPATIBLE = ("trainer.resume", "trainer.progress", "device", "hydra.", "hydra/")
 
 
 def _now() -> str:
@@ -110,94 +107,101 @@ def freeze_long_lived_objects() -> None:
         _LONG_LIVED_OBJECTS_FROZEN = True
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Train one configuration. Never raises for a failed run (a sweep goes on); the failure
-    is written to summary.json, printed as one line, and recorded for the exit code.
+@dataclass
+class JobOutcome:
+    """What a job reports to whoever launched it (psx.hydra_app): its status, folder and the
+    value a sweeper optimizes (the best validation metric; None unless completed)."""
+
+    status: str
+    run_dir: str
+    value: float | None = None
+
+
+@dataclass
+class JobRecord:
+    """The run's summary.json as it is being filled in, and what must be closed at the end."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    loggers: Any = None
+
+
+def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
+    """Train one configuration. Never raises for a failed run (a sweep goes on); the failure is
+    written to summary.json and printed as one line. A stop request (SIGTERM/SIGINT) leaves a
+    checkpoint, status "interrupted", and raises StopRequested.
 
     Re-running a sweep into the same folder finishes it: a job whose folder says completed is
-    skipped, an interrupted one resumes from its checkpoint, a failed one starts over."""
+    skipped, an interrupted one resumes from its checkpoint, a failed one starts over.
+    process_started: perf_counter() at the start of the process, for the start-up figures."""
     freeze_long_lived_objects()
-    started = time.perf_counter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_summary(run_dir)
-    summary = base_summary(cfg, run_dir)
-    if previous is not None and previous.get("overrides") != summary["overrides"]:
-        return _fail(summary, run_dir, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
-                     "sweep into a new hydra.sweep.dir")
+    job = JobRecord(run_dir, base_summary(cfg, run_dir))
+    if previous is not None and what_is_trained(previous.get("overrides") or []) != what_is_trained(job.summary["overrides"]):
+        _fail(job.summary, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
+              "sweep into a new hydra.sweep.dir")
+        return JobOutcome("failed", str(run_dir.resolve()))
     if previous is not None and previous.get("status") == "completed":
         log.info("skipping %s: already completed", run_dir)
-        return (previous.get("metrics") or {}).get(previous.get("selection_metric"))
+        return JobOutcome("completed", str(run_dir.resolve()), (previous.get("metrics") or {}).get(previous.get("selection_metric")))
+    value = None
+    with recorded_outcome(job):
+        value = train_job(cfg, job, previous, process_started)
+    return JobOutcome(job.summary["status"], str(run_dir.resolve()), value)
 
-    resume = None
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    loggers = None
+
+def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, process_started: float | None) -> float:
+    """config -> data -> model -> fit -> summary, for one run folder."""
+    summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
+    resume = resume_state(cfg, summary, previous, checkpoint_path)
+    write_json_atomic(job.run_dir / "summary.json", summary)
+    validate(cfg)
+    job.loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), job.run_dir)
+    if job.loggers.get(WandbLogger) is not None:
+        summary["wandb_id"] = getattr(job.loggers.get(WandbLogger), "id", None)
+    device = prepare_device(cfg, summary)
+    marks = {"job": time.perf_counter()}
+    data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
+    marks["data"] = time.perf_counter()
+    summary["train_examples"] = len(data.train)
+    model = build_run_model(cfg, data, device, summary)
+    marks["model"] = time.perf_counter()
+    task = task_for(data.spec, cfg.model)
+    log.info(
+        "%s on %s (%s training %s), %s unique parameters, device %s",
+        cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=job.loggers.log_epoch,
+                      checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
+    with stop_on_signals(trainer):
+        result = trainer.fit(model, data, task, resume=resume)
+    summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
+    # The finished run keeps only what transfer and inspection need: the selected weights.
+    save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
+    summary.update(completed_fields(result, task))
+    log.info(
+        "done: best %s %.4f at epoch %d, test/%s %.4f -> %s",
+        summary["selection_metric"], result.best_val[task.selection_metric], result.best_epoch,
+        task.selection_metric, result.test[task.selection_metric], job.run_dir,
+    )
+    return result.best_val[task.selection_metric]
+
+
+@contextmanager
+def recorded_outcome(job: JobRecord):
+    """The one place where the way a run ended becomes its status: a PsxError or an unexpected
+    exception fails the run (one line, and the traceback in summary.json for a bug) and is not
+    re-raised, so a sweep goes on; a stop request or Ctrl-C marks it interrupted and propagates.
+    Either way the trackers are closed and summary.json written last."""
+    summary, run_dir = job.summary, job.run_dir
     try:
-        if cfg.trainer.resume is not None:
-            resume, cfg = _resume_from(cfg, summary)
-        elif previous is not None and previous.get("status") in ("running", "interrupted") and checkpoint_path.exists():
-            resume = load_checkpoint(checkpoint_path)
-            summary["resumed_from"] = str(checkpoint_path)
-            log.info("resuming %s from epoch %d", run_dir, resume["loop"]["epoch"])
-        write_json_atomic(run_dir / "summary.json", summary)
-        validate(cfg)
-        loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), run_dir)
-        if loggers.get(WandbLogger) is not None:
-            summary["wandb_id"] = getattr(loggers.get(WandbLogger), "id", None)
-        device = resolve_device(cfg.device, **parallel_context())
-        summary["device"] = str(device)
-        summary["torch_threads"] = torch.get_num_threads()
-        torch.manual_seed(cfg.seed)
-        configure_backends(cfg.trainer.deterministic)
-        summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()
-        marks = {"job": time.perf_counter()}
-        data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
-        marks["data"] = time.perf_counter()
-        summary["train_examples"] = len(data.train)
-        model = build_model(cfg.model, data.spec)
-        if cfg.model.init_from is not None:
-            summary["transfer"] = load_matching_weights(model, cfg.model.init_from)
-        if cfg.model.freeze:
-            summary["frozen"] = freeze(model, list(cfg.model.freeze))
-        model = model.to(device)
-        marks["model"] = time.perf_counter()
-        summary.update(param_counts(model))
-        task = task_for(data.spec, cfg.model)
-        log.info(
-            "%s on %s (%s training %s), %s unique parameters, device %s",
-            cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
-        )
-        config = OmegaConf.to_container(cfg, resolve=True)
-        trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
-                          checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
-        with _stop_on_signals(trainer):
-            result = trainer.fit(model, data, task, resume=resume)
-        summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at)
-        # The finished run keeps only what transfer and inspection need: the selected weights.
-        save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
-        key = f"val/{task.selection_metric}"
-        summary.update(
-            status="completed",
-            selection_metric=key,
-            best_epoch=result.best_epoch,
-            epochs_completed=result.epochs_completed,
-            stopped_early=result.stopped_early,
-            metrics={
-                **{f"val/{k}": v for k, v in result.best_val.items()},
-                **{f"test/{k}": v for k, v in result.test.items()},
-                "train/loss": result.final["train/loss"],
-            },
-            final=result.final,
-            train_seconds=result.train_seconds,
-        )
-        log.info(
-            "done: best %s %.4f at epoch %d, test/%s %.4f -> %s",
-            key, result.best_val[task.selection_metric], result.best_epoch,
-            task.selection_metric, result.test[task.selection_metric], run_dir,
-        )
-        return result.best_val[task.selection_metric]
+        yield
     except PsxError as e:
-        _fail(summary, run_dir, str(e))
+        _fail(summary, str(e))
     except StopRequested as e:
         summary.update(status="interrupted", error=f"stopped by {e.args[0] if e.args else 'a signal'}; continue with "
                        f"`psx train trainer.resume={run_dir}` (a sweep: re-run it with the same hydra.sweep.dir)")
@@ -208,29 +212,67 @@ def run(cfg: DictConfig) -> float | None:
     except Exception as e:  # a bug or an unexpected library error: keep the traceback in the summary
         summary["traceback"] = traceback.format_exc()
         if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e):
-            _fail(summary, run_dir, f"out of memory on {summary.get('device', '?')}: reduce trainer.batch_size or the model")
+            _fail(summary, f"out of memory on {summary.get('device', '?')}: reduce trainer.batch_size or the model")
         else:
-            _fail(summary, run_dir, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
+            _fail(summary, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
     finally:
-        summary["wall_seconds"] = time.perf_counter() - started
+        summary["wall_seconds"] = time.perf_counter() - job.started
         summary["finished_at"] = _now()
-        if loggers is not None:
-            loggers.finish(summary)
+        if job.loggers is not None:
+            job.loggers.finish(summary)
         write_json_atomic(run_dir / "summary.json", summary)
-    return None
 
 
-_PROCESS_START_REPORTED = False
+def prepare_device(cfg: DictConfig, summary: dict[str, Any]) -> torch.device:
+    """The device, torch's threads, the seed and the backends' settings, recorded in the summary."""
+    device = resolve_device(cfg.device, **parallel_context())
+    summary["device"] = str(device)
+    summary["torch_threads"] = torch.get_num_threads()
+    torch.manual_seed(cfg.seed)
+    configure_backends(cfg.trainer.deterministic)
+    summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()
+    return device
 
 
-def startup_breakdown(marks: dict[str, float], first_step_done_at: float | None) -> dict[str, float]:
-    """Seconds from the `psx` process start (the CLI's import) to the end of the first training step,
-    for the first job in the process; later jobs of a sweep in the same process (the basic
-    launcher), and jobs that launchers start elsewhere, count from the job's own start."""
-    global _PROCESS_START_REPORTED
-    cli = sys.modules.get("psx.cli")
-    started = marks["job"] if _PROCESS_START_REPORTED else getattr(cli, "STARTED", marks["job"])
-    _PROCESS_START_REPORTED = True
+def build_run_model(cfg: DictConfig, data, device: torch.device, summary: dict[str, Any]):
+    """The model, with transferred and frozen weights if asked, on the device; its counts recorded."""
+    model = build_model(cfg.model, data.spec)
+    if cfg.model.init_from is not None:
+        summary["transfer"] = load_matching_weights(model, cfg.model.init_from)
+    if cfg.model.freeze:
+        summary["frozen"] = freeze(model, list(cfg.model.freeze))
+    model = model.to(device)
+    summary.update(model_summary(model))
+    return model
+
+
+def model_summary(model) -> dict[str, Any]:
+    """The one place where the model's own fields of summary.json (parameter counts, sharing) come from."""
+    return param_counts(model)
+
+
+def completed_fields(result: FitResult, task) -> dict[str, Any]:
+    return {
+        "status": "completed",
+        "selection_metric": f"val/{task.selection_metric}",
+        "best_epoch": result.best_epoch,
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "metrics": {
+            **{f"val/{k}": v for k, v in result.best_val.items()},
+            **{f"test/{k}": v for k, v in result.test.items()},
+            "train/loss": result.final["train/loss"],
+        },
+        "final": result.final,
+        "train_seconds": result.train_seconds,
+    }
+
+
+def startup_breakdown(marks: dict[str, float], first_step_done_at: float | None,
+                      process_started: float | None) -> dict[str, float]:
+    """Seconds from process_started (the `psx` process start, given for the first job that process
+    runs) or else from the job's own start, to the end of the first training step."""
+    started = marks["job"] if process_started is None else process_started
     breakdown = {
         "imports_and_compose": marks["job"] - started,
         "data": marks["data"] - marks["job"],
@@ -260,48 +302,6 @@ def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[st
     }
 
 
-def _resume_from(cfg: DictConfig, summary: dict[str, Any]) -> tuple[dict[str, Any], DictConfig]:
-    """trainer.resume=<run folder>: continue that run with its own saved config."""
-    extra = [o for o in summary["overrides"] if not o.lstrip("+~").startswith(RESUME_COMPATIBLE)]
-    if extra:
-        raise PsxError(f"trainer.resume continues a run with its own config; drop the other overrides: {' '.join(extra)}")
-    state = load_checkpoint(cfg.trainer.resume)
-    if state.get("completed"):
-        raise PsxError(f"the run in {cfg.trainer.resume} already completed; nothing to resume")
-    saved = OmegaConf.create(state["config"])
-    saved.trainer.resume = cfg.trainer.resume
-    saved.trainer.progress = cfg.trainer.progress
-    saved.device = cfg.device
-    summary.update(model=saved.model.name, family=saved.model.get("family"), shared=saved.model.get("shared"),
-                   dataset=saved.dataset.name, train_size=saved.dataset.get("train_size"), seed=saved.seed,
-                   resumed_from=str(Path(cfg.trainer.resume).resolve()))
-    log.info("resuming %s from epoch %d", cfg.trainer.resume, state["loop"]["epoch"])
-    return state, saved
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """First SIGTERM/SIGINT: finish the current step, checkpoint, stop. A second one stops at once."""
-    def request_stop(signum, frame):
-        name = signal.Signals(signum).name
-        print(f"psx: {name}: saving a checkpoint after this step (again to stop at once)", file=sys.stderr, flush=True)
-        trainer.stop_requested = name
-        signal.signal(signum, previous[signum])
-
-    previous = {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, request_stop)
-    except ValueError:  # not the main thread (e.g. a threaded launcher): no handlers, no graceful stop
-        pass
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _fail(summary: dict[str, Any], run_dir: Path, message: str) -> None:
+def _fail(summary: dict[str, Any], message: str) -> None:
     summary.update(status="failed", error=message)
-    FAILED_RUNS.append(str(run_dir.resolve()))
     print(f"psx: error: {message}", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,13 +22,31 @@ from torch import nn
 from psx.checkpoint import save_checkpoint
 from psx.device import check_precision
 from psx.data.spec import Data
-from psx.errors import PsxError
+from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
 from psx.progress import Progress
 
 
-class StopRequested(KeyboardInterrupt):
-    """Raised after the state was checkpointed because the process was asked to stop."""
+@dataclass
+class LoopState:
+    """Everything of the loop that must survive an interruption (saved in every checkpoint)."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimizer steps taken
+    stale: int = 0  # epochs since the best validation metric
+    best_epoch: int = 0
+    best_val: dict[str, float] | None = None
+    best_model: dict[str, torch.Tensor] | None = None  # the weights at best_epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    in_epoch: dict[str, Any] | None = None  # where a stop request cut the current epoch short
+    elapsed: float = 0.0  # training seconds before this process
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for f in fields(self):
+            setattr(self, f.name, state[f.name])
 
 
 @dataclass
@@ -90,6 +108,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class Trainer:
+    """Trains one model: `fit` restores, then per epoch trains, evaluates, ends the epoch (best
+    weights, scheduler, early stop) and checkpoints, then tests the best-validation weights."""
+
     def __init__(
         self,
         cfg: DictConfig,
@@ -103,149 +124,186 @@ class Trainer:
         self.on_epoch = on_epoch or (lambda row: None)
         self.checkpoint_path = checkpoint_path
         self.checkpoint_extra = checkpoint_extra or {}
-        self.stop_requested = False  # set from a signal handler; checked after every step
+        self.stop_requested: str | bool = False  # a signal's name, set from its handler; checked after every step
         self.first_step_done_at: float | None = None  # perf_counter() after the first optimizer step
 
     def fit(self, model: nn.Module, data: Data, task, resume: dict[str, Any] | None = None) -> FitResult:
-        cfg = self.cfg
-        model_device = next(model.parameters()).device
-        # Compiled forward for speed; state dicts always from the plain module (no "_orig_mod." keys).
-        forward = compile_model(model) if cfg.compile else model
-        autocast = precision_context(cfg.precision, model_device)
-        scaler = torch.amp.GradScaler(model_device.type, enabled=cfg.precision == "fp16")
-        optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-        scheduler = make_scheduler(cfg, optimizer, task.mode)
-        shuffler = torch.Generator().manual_seed(self.seed)  # on the CPU: same order on every device
-        augmenter = torch.Generator().manual_seed(self.seed + 1)  # data augmentation draws, if any
-        train = data.train
-        steps_per_epoch = task.steps_per_epoch(train, cfg.batch_size)
-        better = (lambda a, b: a > b) if task.mode == "max" else (lambda a, b: a < b)
-        key = task.selection_metric
-        throughput = f"time/{task.unit}_per_s"
-
-        s = {  # everything that must survive an interruption
-            "epoch": 0, "step": 0, "stale": 0, "best_epoch": 0, "best_val": None, "best_model": None,
-            "history": [], "in_epoch": None, "elapsed": 0.0,
-        }
+        loop = EpochLoop(self, model, data, task)
         if resume is not None:
-            model.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(resume["scheduler"])
-            shuffler.set_state(resume["rng"]["shuffler"])
-            augmenter.set_state(resume["rng"]["augmenter"])
-            torch.set_rng_state(resume["rng"]["torch"])
-            if torch.cuda.is_available() and resume["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
-            s.update(resume["loop"])
-            for row in s["history"]:
-                self.on_epoch(row)
-
-        def checkpoint(in_epoch=None):
-            if self.checkpoint_path is None:
-                return
-            s["in_epoch"] = in_epoch
-            save_checkpoint(self.checkpoint_path, {
-                **self.checkpoint_extra,
-                "completed": False,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": {
-                    "shuffler": shuffler.get_state(),
-                    "augmenter": augmenter.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                },
-                "loop": dict(s),
-            })
-
-        progress = Progress(cfg.progress, cfg.epochs, steps_per_epoch, done_steps=s["step"])
-        started = time.perf_counter() - s["elapsed"]
+            loop.restore(resume)
+        steps_per_epoch = task.steps_per_epoch(data.train, self.cfg.batch_size)
+        loop.progress = Progress(self.cfg.progress, self.cfg.epochs, steps_per_epoch, done_steps=loop.state.step)
+        loop.started = time.perf_counter() - loop.state.elapsed
         stopped_early = False
         try:
-            for epoch in range(s["epoch"] + 1, cfg.epochs + 1):
+            for epoch in range(loop.state.epoch + 1, self.cfg.epochs + 1):
                 epoch_start = time.perf_counter()
-                model.train()
-                partial = s["in_epoch"]  # set when a stop request cut this epoch short
-                batches = task.epoch(train, cfg.batch_size, shuffler, data.augment, augmenter,
-                                     state=partial["batches"] if partial else None)
-                first = partial["next_step"] if partial else 0
-                loss_sum = partial["loss_sum"].to(model_device) if partial else torch.zeros((), device=model_device)
-                items = partial["items"] if partial else 0
-                for i in range(first, batches.steps):
-                    x, y, count = batches.batch(i)
-                    x, y = to_device(x, model_device), to_device(y, model_device)
-                    with autocast:
-                        loss = task.loss(forward, x, y, batches)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    loss_sum += loss.detach() * count
-                    items += count
-                    s["step"] += 1
-                    progress.step()
-                    if self.first_step_done_at is None:
-                        self.first_step_done_at = time.perf_counter()
-                    if self.stop_requested:
-                        s["elapsed"] = time.perf_counter() - started
-                        checkpoint({"batches": batches.state(), "next_step": i + 1, "loss_sum": loss_sum.cpu(), "items": items})
-                        raise StopRequested(self.stop_requested)
-                s["in_epoch"] = None
-                train_loss = loss_sum.item() / items
-                if not math.isfinite(train_loss):
-                    raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
+                train_loss, items = loop.train_epoch(epoch)
                 train_seconds = time.perf_counter() - epoch_start
-                with autocast:
-                    val = task.evaluate(forward, data.val, cfg.eval_batch_size)
-                row = {
-                    "epoch": epoch,
-                    "step": s["step"],
-                    "train/loss": train_loss,
-                    **task.train_metrics(train_loss),
-                    **{f"val/{k}": v for k, v in val.items()},
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "time/epoch_s": time.perf_counter() - epoch_start,
-                    throughput: items / train_seconds,
-                }
-                s["history"].append(row)
-                self.on_epoch(row)
-                progress.epoch_end(epoch, f"loss {train_loss:.4f}  val/{key} {val[key]:.4f}  {row[throughput]:,.0f} {task.unit}/s")
-
-                if s["best_val"] is None or better(val[key], s["best_val"][key]):
-                    s.update(best_val=val, best_epoch=epoch, stale=0)
-                    s["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    s["stale"] += 1
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(val[key])
-                elif scheduler is not None:
-                    scheduler.step()
-                s["epoch"] = epoch
-                s["elapsed"] = time.perf_counter() - started
-                if cfg.patience is not None and s["stale"] >= cfg.patience:
+                val = loop.evaluate(data.val)
+                loop.record_epoch(epoch, train_loss, val, items / train_seconds, time.perf_counter() - epoch_start)
+                if loop.end_epoch(epoch, val):
                     stopped_early = True
                     break
-                if cfg.checkpoint:
-                    checkpoint()
+                if self.cfg.checkpoint:
+                    loop.checkpoint()
         finally:
-            progress.close()
+            loop.progress.close()
+        return loop.result(data.test, stopped_early)
 
-        # Report test at the best-validation epoch: restore those weights, then evaluate once.
-        model.load_state_dict(s["best_model"])
-        with autocast:
-            test = task.evaluate(forward, data.test, cfg.eval_batch_size)
+
+class EpochLoop:
+    """One fit's moving parts (model, optimizer, scheduler, scaler, random streams) and its LoopState."""
+
+    def __init__(self, trainer: Trainer, model: nn.Module, data: Data, task):
+        cfg = self.cfg = trainer.cfg
+        self.trainer, self.model, self.data, self.task = trainer, model, data, task
+        self.device = next(model.parameters()).device
+        # Compiled forward for speed; state dicts always from the plain module (no "_orig_mod." keys).
+        self.forward = compile_model(model) if cfg.compile else model
+        self.autocast = precision_context(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+        self.scheduler = make_scheduler(cfg, self.optimizer, task.mode)
+        self.shuffler = torch.Generator().manual_seed(trainer.seed)  # on the CPU: same order on every device
+        self.augmenter = torch.Generator().manual_seed(trainer.seed + 1)  # data augmentation draws, if any
+        self.state = LoopState()
+        self.progress: Progress | None = None
+        self.started = time.perf_counter()
+
+    def restore(self, resume: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, random streams, loop state;
+        the epochs already done are passed to on_epoch again (the loggers of a new run folder)."""
+        self.model.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(resume["scheduler"])
+        rng = resume["rng"]
+        self.shuffler.set_state(rng["shuffler"])
+        self.augmenter.set_state(rng["augmenter"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.state.load_state_dict(resume["loop"])
+        for row in self.state.history:
+            self.trainer.on_epoch(row)
+
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over the training data (or the rest of one a stop request cut short); returns the
+        mean training loss and the number of examples (or tokens). A stop request checkpoints the
+        position in the epoch after the current step and raises StopRequested."""
+        cfg, s = self.cfg, self.state
+        self.model.train()
+        partial = s.in_epoch
+        batches = self.task.epoch(self.data.train, cfg.batch_size, self.shuffler, self.data.augment, self.augmenter,
+                                  state=partial["batches"] if partial else None)
+        loss_sum = partial["loss_sum"].to(self.device) if partial else torch.zeros((), device=self.device)
+        items = partial["items"] if partial else 0
+        for i in range(partial["next_step"] if partial else 0, batches.steps):
+            x, y, count = batches.batch(i)
+            loss = self.train_step(to_device(x, self.device), to_device(y, self.device), batches)
+            loss_sum += loss.detach() * count
+            items += count
+            s.step += 1
+            self.progress.step()
+            if self.trainer.first_step_done_at is None:
+                self.trainer.first_step_done_at = time.perf_counter()
+            if self.trainer.stop_requested:
+                s.elapsed = time.perf_counter() - self.started
+                self.checkpoint({"batches": batches.state(), "next_step": i + 1, "loss_sum": loss_sum.cpu(), "items": items})
+                raise StopRequested(self.trainer.stop_requested)
+        s.in_epoch = None
+        train_loss = loss_sum.item() / items
+        if not math.isfinite(train_loss):
+            raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
+        return train_loss, items
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, batches) -> torch.Tensor:
+        with self.autocast:
+            loss = self.task.loss(self.forward, x, y, batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def evaluate(self, split) -> dict[str, float]:
+        with self.autocast:
+            return self.task.evaluate(self.forward, split, self.cfg.eval_batch_size)
+
+    def record_epoch(self, epoch: int, train_loss: float, val: dict[str, float], per_second: float, seconds: float) -> None:
+        """The epoch's row: into the history, to on_epoch (the loggers) and the progress display."""
+        task, key = self.task, self.task.selection_metric
+        throughput = f"time/{task.unit}_per_s"
+        row = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "train/loss": train_loss,
+            **task.train_metrics(train_loss),
+            **{f"val/{k}": v for k, v in val.items()},
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time/epoch_s": seconds,
+            throughput: per_second,
+        }
+        self.state.history.append(row)
+        self.trainer.on_epoch(row)
+        self.progress.epoch_end(epoch, f"loss {train_loss:.4f}  val/{key} {val[key]:.4f}  {per_second:,.0f} {task.unit}/s")
+
+    def end_epoch(self, epoch: int, val: dict[str, float]) -> bool:
+        """Keep the best weights, step the scheduler; True when patience has run out (stop early)."""
+        s, key = self.state, self.task.selection_metric
+        if s.best_val is None or self._better(val[key], s.best_val[key]):
+            s.best_val, s.best_epoch, s.stale = val, epoch, 0
+            s.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            s.stale += 1
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val[key])
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        s.epoch = epoch
+        s.elapsed = time.perf_counter() - self.started
+        return self.cfg.patience is not None and s.stale >= self.cfg.patience
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best if self.task.mode == "max" else value < best
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {
+                "shuffler": self.shuffler.get_state(),
+                "augmenter": self.augmenter.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "loop": self.state.state_dict(),
+        }
+
+    def checkpoint(self, in_epoch: dict[str, Any] | None = None) -> None:
+        path = self.trainer.checkpoint_path
+        if path is None:
+            return
+        self.state.in_epoch = in_epoch
+        save_checkpoint(path, {**self.trainer.checkpoint_extra, "completed": False, **self.state_dict()})
+
+    def result(self, test_split, stopped_early: bool) -> FitResult:
+        """Test at the best-validation epoch: restore those weights, then evaluate once."""
+        s = self.state
+        self.model.load_state_dict(s.best_model)
+        test = self.evaluate(test_split)
         return FitResult(
-            best_epoch=s["best_epoch"],
-            best_val=s["best_val"],
+            best_epoch=s.best_epoch,
+            best_val=s.best_val,
             test=test,
-            final=s["history"][-1],
-            epochs_completed=len(s["history"]),
+            final=s.history[-1],
+            epochs_completed=len(s.history),
             stopped_early=stopped_early,
-            train_seconds=time.perf_counter() - started,
-            history=s["history"],
+            train_seconds=time.perf_counter() - self.started,
+            history=s.history,
         )

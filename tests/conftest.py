@@ -73,3 +73,17 @@ def psx(tmp_path):
 
     _run.cwd = tmp_path
     return _run
+
+
+# Tests that run the real `psx` command, or another Python process (each imports torch: seconds),
+# are the slow tier. `pytest -m "not slow"` is the fast tier; plain `pytest` (and .ci/run) runs both.
+STARTS_A_PROCESS = {"run_psx", "psx_executable", "subprocess"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        function = getattr(item, "function", None)
+        code = function.__code__ if function is not None else None
+        names = set(code.co_names) | set(code.co_varnames) if code is not None else set()
+        if "psx" in getattr(item, "fixturenames", ()) or names & STARTS_A_PROCESS:
+            item.add_marker(pytest.mark.slow)

@@ -36,6 +36,7 @@ def test_only_a_joblib_sweep_with_several_jobs_gets_workers_started():
     assert one_job.pids == []  # joblib runs a single job in the calling process
 
 
+@pytest.mark.slow  # real loky workers, each importing torch
 @pytest.mark.parametrize("n_jobs", [2, 3])  # 3: more workers than the sweep's 2 jobs
 def test_the_launchers_parallel_call_reuses_the_started_workers(n_jobs):
     hydra = hydra_node("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}")

@@ -1,9 +1,12 @@
 """Fault tests: killed, stopped and failed runs lose nothing and continue where they were."""
 import json
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+import yaml
 
 from conftest import psx_executable, run_psx
 
@@ -48,15 +51,23 @@ def test_sigkill_mid_run_then_resume_gives_the_unbroken_runs_metrics(tmp_path):
     (killed,) = run_dirs(broken)
     assert summary(killed)["status"] == "running"  # nobody got to write anything else
 
-    resumed = run_psx(["train", f"trainer.resume={killed}"], cwd=broken)
+    # Machine settings may be given at resume (here the thread count the run had: the same
+    # arithmetic); the run continues in its own folder.
+    threads = summary(reference)["torch_threads"]
+    resumed = run_psx(["train", f"trainer.resume={killed}", f"device.num_threads={threads}"], cwd=broken)
     assert resumed.returncode == 0, resumed.stderr
-    new = [d for d in run_dirs(broken) if d != killed][0]
-    assert summary(new)["resumed_from"] == str(killed)
-    assert summary(new)["metrics"] == summary(reference)["metrics"]
-    assert summary(new)["best_epoch"] == summary(reference)["best_epoch"]
-    # metrics.csv of the resumed run holds the whole history, identical in everything but timings.
+    assert run_dirs(broken) == [killed]
+    info = summary(killed)
+    assert info["status"] == "completed" and info["resumed_from"] == str(killed / "checkpoint.pt")
+    assert info["torch_threads"] == threads
+    assert info["metrics"] == summary(reference)["metrics"]
+    assert info["best_epoch"] == summary(reference)["best_epoch"]
+    # Its recorded config is the one it trained with.
+    config = yaml.safe_load((killed / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["name"] == "cnn_unshared" and config["device"]["num_threads"] == threads
+    # metrics.csv holds the whole history, identical in everything but timings.
     strip = lambda text: [line.split(",")[:6] for line in text.splitlines()]  # noqa: E731
-    assert strip((new / "metrics.csv").read_text()) == strip((reference / "metrics.csv").read_text())
+    assert strip((killed / "metrics.csv").read_text()) == strip((reference / "metrics.csv").read_text())
 
 
 def test_sigterm_checkpoints_marks_interrupted_and_resumes_exactly(tmp_path):
@@ -75,21 +86,24 @@ def test_sigterm_checkpoints_marks_interrupted_and_resumes_exactly(tmp_path):
     assert info["status"] == "interrupted" and "SIGTERM" in info["error"] and "trainer.resume=" in info["error"]
     assert (interrupted / "checkpoint.pt").exists()
 
-    resumed = run_psx(["train", f"trainer.resume={interrupted}"], cwd=stopped)
+    resumed = run_psx(["train", f"trainer.resume={interrupted / 'checkpoint.pt'}"], cwd=stopped)
     assert resumed.returncode == 0, resumed.stderr
-    new = [d for d in run_dirs(stopped) if d != interrupted][0]
-    assert summary(new)["metrics"] == summary(reference)["metrics"]
+    assert run_dirs(stopped) == [interrupted]
+    assert summary(interrupted)["metrics"] == summary(reference)["metrics"]
 
 
 def test_resume_rejects_other_overrides_and_completed_runs(psx):
     assert psx("train", "model=mlp", "trainer.epochs=1").returncode == 0
     (done,) = run_dirs(psx.cwd)
-    again = psx("train", f"trainer.resume={done}")
-    assert again.returncode == 1 and "already completed" in again.stderr
-    mixed = psx("train", f"trainer.resume={done}", "model=cnn_shared")
-    assert mixed.returncode == 1 and "drop the other overrides: model=cnn_shared" in mixed.stderr
-    missing = psx("train", f"trainer.resume={psx.cwd / 'nowhere'}")
-    assert missing.returncode == 1 and "no checkpoint" in missing.stderr
+    refused = {
+        "already completed": psx("train", f"trainer.resume={done}"),
+        "drop the other overrides: model=cnn_shared": psx("train", f"trainer.resume={done}", "model=cnn_shared"),
+        "no checkpoint": psx("train", f"trainer.resume={psx.cwd / 'nowhere'}"),
+        "re-run it with its hydra.sweep.dir": psx("train", "-m", f"trainer.resume={done}"),
+    }
+    for message, result in refused.items():  # one line, before anything is created
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert run_dirs(psx.cwd) == [done]
 
 
 def test_diverging_job_fails_alone_and_a_rerun_finishes_only_what_is_left(psx):
@@ -132,3 +146,28 @@ def test_rerun_of_an_interrupted_sweep_resumes_its_job_in_place(psx):
     assert alone.returncode == 0
     (single,) = run_dirs(psx.cwd)
     assert summary(single)["metrics"] == job0["metrics"]
+
+
+def test_a_job_stopped_by_sigterm_under_submitit_ends_interrupted_and_a_sweep_rerun_finishes_it(psx):
+    """SLURM's preemption, with submitit's local executor: its controller process forwards SIGTERM
+    to the job, as SLURM does. The job must hand the launcher a result (not die with a
+    KeyboardInterrupt, which left the launcher waiting forever)."""
+    sweep = psx.cwd / "sweep"
+    args = ["train", "-m", "hydra/launcher=submitit_local", "model=cnn_unshared", "dataset.train_size=400",
+            "trainer.epochs=4", "seed=1", f"hydra.sweep.dir={sweep}"]
+    proc = start(psx.cwd, args)
+    metrics = sweep / "0" / "metrics.csv"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
+    # submitit names a local job's folder by its controller's pid
+    (controller,) = [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]
+    os.kill(int(controller.name), signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1].startswith("psx: stopped by SIGTERM")
+    stopped = summary(sweep / "0")
+    assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
+
+    finished = psx(*args)
+    assert finished.returncode == 0, finished.stderr
+    done = summary(sweep / "0")
+    assert done["status"] == "completed" and done["resumed_from"] == str(sweep / "0" / "checkpoint.pt")

@@ -1,0 +1,34 @@
+"""One way to write a file so that a reader never sees half of it.
+
+The content goes to a temporary file beside the target, then one rename replaces the target
+(atomic on POSIX within a folder). The temporary name carries the process id and a random
+suffix, so two writers of the same file (two processes resuming one run, a job and its
+re-run) never write into each other's temporary file; a failed write removes its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yields a fresh temporary path to write; on a clean exit it replaces `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path | str, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
