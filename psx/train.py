@@ -25,7 +25,7 @@ from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
 from psx.errors import PsxError
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
-from psx.models import build_model, param_counts
+from psx.models import arm_fields, build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
 from psx.tasks import task_for
 from psx.trainer import StopRequested, Trainer
@@ -70,8 +70,7 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "running",
         "error": None,
         "model": cfg.model.name,
-        "family": cfg.model.get("family"),
-        "shared": cfg.model.get("shared"),
+        **arm_fields(cfg.model),  # family, arm, reference_arm, shared
         "dataset": cfg.dataset.name,
         "train_size": cfg.dataset.get("train_size"),
         "seed": cfg.seed,
@@ -161,7 +160,7 @@ def run(cfg: DictConfig) -> float | None:
             summary["frozen"] = freeze(model, list(cfg.model.freeze))
         model = model.to(device)
         marks["model"] = time.perf_counter()
-        summary.update(param_counts(model))
+        summary.update(sharing_summary(model, cfg.model))
         task = task_for(data.spec, cfg.model)
         log.info(
             "%s on %s (%s training %s), %s unique parameters, device %s",
@@ -248,9 +247,8 @@ def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[st
     # Short top-level keys so a tracker UI can group by "model" and "dataset" directly.
     config.update(model=cfg.model.name, dataset=cfg.dataset.name, sweep_id=summary["sweep_id"],
                   experiment=summary["experiment"])
-    shared = cfg.model.get("shared")
-    tags = [cfg.model.name, cfg.dataset.name, str(cfg.model.get("family"))]
-    tags.append("shared" if shared else "unshared")
+    tags = [cfg.model.name, cfg.dataset.name, str(summary["family"])]
+    tags.append("shared" if summary["shared"] else "unshared")
     return {
         "name": ",".join(summary["overrides"]) or cfg.model.name,
         "tags": tags,
@@ -272,7 +270,7 @@ def _resume_from(cfg: DictConfig, summary: dict[str, Any]) -> tuple[dict[str, An
     saved.trainer.resume = cfg.trainer.resume
     saved.trainer.progress = cfg.trainer.progress
     saved.device = cfg.device
-    summary.update(model=saved.model.name, family=saved.model.get("family"), shared=saved.model.get("shared"),
+    summary.update(model=saved.model.name, **arm_fields(saved.model),
                    dataset=saved.dataset.name, train_size=saved.dataset.get("train_size"), seed=saved.seed,
                    resumed_from=str(Path(cfg.trainer.resume).resolve()))
     log.info("resuming %s from epoch %d", cfg.trainer.resume, state["loop"]["epoch"])
