@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from psx.errors import PsxError
-from psx.models.family import family_named
+from psx.models.family import family_named, from_before_arms
 
 
 class Optimizer(Enum):
@@ -208,8 +208,10 @@ def validate(cfg: DictConfig) -> None:
         raise PsxError(f"unknown top-level config key(s): {', '.join(unknown)}")
     if not isinstance(cfg.get("model"), DictConfig):
         raise PsxError(f"config section 'model' must be a mapping, got {cfg.get('model')!r}")
-    family = family_named(cfg.model.get("family"))  # the family's typed config is the schema
-    family.validate(OmegaConf.to_object(_checked(cfg.model, family.schema(), "model")))
+    model = from_before_arms(cfg.model)  # a run saved before arms may be resumed
+    model = model if isinstance(model, DictConfig) else OmegaConf.create(model)
+    family = family_named(model.get("family"))  # the family's typed config is the schema
+    family.validate(OmegaConf.to_object(_checked(model, family.schema(), "model")))
     name = cfg.dataset.get("name")
     if name not in DATASET_SCHEMAS:
         raise PsxError(f"unknown dataset {name!r} (known: {', '.join(DATASET_SCHEMAS)})")

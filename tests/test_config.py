@@ -108,3 +108,12 @@ def test_config_dir_is_the_repositorys_conf_in_a_source_checkout():
     from pathlib import Path
 
     assert config_dir() == Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_a_config_saved_before_arms_validates_as_resume_gives_it():
+    cfg = composed()
+    with open_dict(cfg):
+        cfg.model = {"name": "cnn_unshared", "family": "cnn", "shared": False, "channels": [32, 64], "kernel_size": 3,
+                     "stride": 1, "padding": None, "pool": 2, "hidden": [128], "dropout": 0.0, "init_from": None,
+                     "freeze": []}
+    validate(cfg)

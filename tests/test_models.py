@@ -220,3 +220,29 @@ def test_summaries_from_before_arms_read_as_shared_or_unshared():
     assert arm_fields({"family": "cnn", "shared": True}) == {
         "family": "cnn", "arm": "shared", "reference_arm": "unshared", "shared": True}
     assert arm_fields({"family": "cnn", "shared": False})["arm"] == "unshared"
+
+
+LEGACY_CNN_UNSHARED = {  # conf/model/cnn_unshared.yaml before arms, as a checkpoint saved it
+    "name": "cnn_unshared", "family": "cnn", "shared": False, "channels": [32, 64], "kernel_size": 3, "stride": 1,
+    "padding": None, "pool": 2, "hidden": [128], "dropout": 0.0, "init_from": None, "freeze": []}
+LEGACY_TRANSFORMER = {
+    "name": "lm_transformer", "family": "lm", "arch": "transformer", "shared": True, "share_layers": True, "tied": True,
+    "tie_projection": False, "layers": 3, "hidden_size": 32, "embedding_size": 32, "heads": 4, "feedforward_size": 64,
+    "dropout": 0.1, "init_from": None, "freeze": []}
+
+
+def test_a_run_saved_before_arms_still_validates_and_builds_the_same_model():
+    from omegaconf import OmegaConf
+
+    from psx.models.family import from_before_arms
+
+    unshared = build_model(OmegaConf.create(LEGACY_CNN_UNSHARED), DIGITS)
+    assert sum(isinstance(m, LocallyConnected2d) for m in unshared.modules()) == 2
+    assert param_counts(unshared)["params/unique"] == 350_602
+    transformer = from_before_arms(LEGACY_TRANSFORMER)
+    assert (transformer["family"], transformer["arm"], transformer["tied"]) == ("transformer", "shared", True)
+    assert "share_layers" not in transformer and "arch" not in transformer
+    model = build_model(OmegaConf.create(LEGACY_TRANSFORMER), WORDS)
+    assert model.share_layers and model.decoder.weight is model.encoder.weight
+    lm = from_before_arms({**LEGACY_TRANSFORMER, "arch": "lstm", "shared": False, "tied": False})
+    assert (lm["family"], lm["arm"], "tied" in lm) == ("lm", "untied", False)

@@ -135,6 +135,25 @@ def _store_schema(family: Family) -> None:
     ConfigStore.instance().store(group=SCHEMA_GROUP, name=family.name, node=family.schema())
 
 
+def from_before_arms(model_cfg: Any) -> Any:
+    """A model config saved before families had arms (a `shared` flag; the transformer inside the
+    lm family), as today's config, so that such a run can still be resumed; others as they are."""
+    if "arm" in model_cfg or "shared" not in model_cfg:
+        return model_cfg
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+    family, shared = old.pop("family"), old.pop("shared")
+    arch, share_layers = old.pop("arch", None), old.pop("share_layers", None)
+    if arch == "transformer":  # `tied` stays: an option of both transformer arms
+        family, arm = "transformer", "shared" if share_layers else "unshared"
+    elif family == "lm":
+        arm = "tied" if old.pop("tied") else "untied"
+    else:
+        arm = {"mlp": "dense", "mtl": "shared" if shared else "separate"}.get(family, "shared" if shared else "unshared")
+    return {**old, "family": family, "arm": arm}
+
+
 def typed_config(model_cfg: Any) -> Tuple[Family, ModelConfig]:
     """The family and its typed arguments, from a composed DictConfig (or an already typed config):
     the one place where configs become arguments."""
@@ -142,6 +161,7 @@ def typed_config(model_cfg: Any) -> Tuple[Family, ModelConfig]:
         return family_named(model_cfg.family), model_cfg
     from omegaconf import OmegaConf
 
+    model_cfg = from_before_arms(model_cfg)
     family = family_named(model_cfg.get("family"))
     merged = OmegaConf.merge(OmegaConf.structured(family.config), model_cfg)
     return family, OmegaConf.to_object(merged)
