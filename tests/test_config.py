@@ -2,7 +2,7 @@ import re
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from psx.config import validate
 from psx.errors import PsxError
