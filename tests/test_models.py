@@ -187,6 +187,14 @@ def test_a_family_with_a_third_arm_and_fractional_reuse_is_expressed(hashed_fami
     assert build_model(HashedConfig(arm="hashed"), DIGITS).parameter_reuse()["weight"] == pytest.approx(64 / 24)
 
 
+def test_inspect_shows_fractional_reuse(hashed_family):
+    from psx.inspect import parameter_rows, reuse_text
+
+    rows = {row["name"]: row for row in parameter_rows(build_model(HashedConfig(arm="hashed"), DIGITS))}
+    assert rows["weight"]["reuse"] == pytest.approx(64 / 24) and rows["head.weight"]["reuse"] == 1
+    assert [reuse_text(r) for r in (64 / 24, 1, 64, 2.5, 25_088)] == ["x2.667", "", "x64", "x2.5", "x25,088"]
+
+
 def test_fractional_unshared_equivalents_stay_fractional(hashed_family):
     model = build_model(HashedConfig(arm="hashed", virtual=64, buckets=24), DIGITS)
     model.parameter_reuse = lambda: {"weight": 2.5}
