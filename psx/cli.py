@@ -157,7 +157,7 @@ def inspect_command(args: list[str]) -> int:
         model = build_model(cfg.model, spec)
     except PsxError as e:
         fail(str(e))
-    print_inspection(model, f"{cfg.model.name} on {spec.name} {spec.input_shape}")
+    print_inspection(model, f"{cfg.model.name} on {spec.name} {spec.input_shape}", cfg.model)
     return 0
 
 
@@ -328,6 +328,9 @@ def _composition_error(e: Exception) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         return f"unknown config key '{unknown.group(1)}' (see `psx train --help` for the keys)"
+    if e.__cause__ is not None:  # a typed config (a model family's) rejected the value: say why
+        reason = next((line.strip() for line in str(e.__cause__).splitlines() if line.strip()), "")
+        return _one_line(Exception(f"{_one_line(e)}: {reason}"))
     return _one_line(e)
 
 

@@ -1,5 +1,7 @@
 """Schemas for the composed config, and the check that runs before any training.
 
+Model families declare their own schema and checks (psx/models/families/); this module asks them.
+
 Hydra already rejects overrides of keys that do not exist (the config is in struct mode);
 these schemas also catch a typo or a wrong type inside a YAML file, and values that parse
 but make no sense (a negative data size, an unknown optimizer).
@@ -14,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from psx.errors import PsxError
+from psx.models.family import family_named, from_before_arms
 
 
 class Optimizer(Enum):
@@ -133,52 +136,6 @@ class MultiDigitsSchema(DigitsSchema):
 
 
 @dataclass
-class CNNSchema:
-    name: str = MISSING
-    family: str = MISSING
-    shared: bool = MISSING
-    channels: List[int] = MISSING
-    kernel_size: int = MISSING
-    stride: int = MISSING
-    padding: Optional[int] = MISSING
-    pool: int = MISSING
-    hidden: List[int] = MISSING
-    dropout: float = MISSING
-    init_from: Optional[str] = MISSING
-    freeze: List[str] = MISSING
-
-
-@dataclass
-class MLPSchema:
-    name: str = MISSING
-    family: str = MISSING
-    shared: bool = MISSING
-    hidden: List[int] = MISSING
-    dropout: float = MISSING
-    init_from: Optional[str] = MISSING
-    freeze: List[str] = MISSING
-
-
-class Cell(Enum):
-    rnn = "rnn"
-    gru = "gru"
-    lstm = "lstm"
-
-
-@dataclass
-class RNNSchema:
-    name: str = MISSING
-    family: str = MISSING
-    shared: bool = MISSING
-    cell: Cell = MISSING
-    hidden_size: int = MISSING
-    num_layers: int = MISSING
-    dropout: float = MISSING
-    init_from: Optional[str] = MISSING
-    freeze: List[str] = MISSING
-
-
-@dataclass
 class CSVLoggerSchema:
     filename: str = MISSING
 
@@ -208,63 +165,6 @@ class PathsSchema:
     data_dir: str = MISSING
 
 
-class LMArch(Enum):
-    lstm = "lstm"
-    transformer = "transformer"
-
-
-@dataclass
-class LMSizeSchema:
-    layers: int = MISSING
-    hidden_size: int = MISSING
-    dropout: float = MISSING
-
-
-@dataclass
-class LSTMLMSchema:
-    name: str = MISSING
-    family: str = MISSING
-    arch: LMArch = MISSING
-    shared: bool = MISSING
-    tied: bool = MISSING
-    tie_projection: bool = MISSING
-    size: str = MISSING  # a key of `sizes` (plain str: it is used inside interpolations)
-    sizes: Dict[str, LMSizeSchema] = MISSING
-    layers: int = MISSING
-    hidden_size: int = MISSING
-    embedding_size: int = MISSING
-    dropout: float = MISSING
-    init_from: Optional[str] = MISSING
-    freeze: List[str] = MISSING
-
-
-@dataclass
-class TransformerLMSchema:
-    name: str = MISSING
-    family: str = MISSING
-    arch: LMArch = MISSING
-    shared: bool = MISSING
-    share_layers: bool = MISSING
-    tied: bool = MISSING
-    tie_projection: bool = MISSING
-    layers: int = MISSING
-    hidden_size: int = MISSING
-    embedding_size: int = MISSING
-    heads: int = MISSING
-    feedforward_size: int = MISSING
-    dropout: float = MISSING
-    init_from: Optional[str] = MISSING
-    freeze: List[str] = MISSING
-
-
-@dataclass
-class MTLSchema(CNNSchema):
-    task_weights: Optional[Dict[str, float]] = MISSING
-
-
-MODEL_SCHEMAS: Dict[str, type] = {
-    "cnn": CNNSchema, "mlp": MLPSchema, "rnn": RNNSchema, "lm": LSTMLMSchema, "mtl": MTLSchema,
-}
 DATASET_SCHEMAS: Dict[str, type] = {
     "digits": DigitsSchema,
     "mnist": ImageSetSchema,
@@ -280,15 +180,15 @@ LOGGER_SCHEMAS: Dict[str, type] = {
 TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
 
 
-def _checked(section: Any, schema: type, where: str) -> DictConfig:
+def _checked(section: Any, schema: Any, where: str) -> DictConfig:
     """Merge one config section onto its schema: unknown keys, wrong types and missing keys fail."""
     if not isinstance(section, DictConfig):
         raise PsxError(f"config section '{where}' must be a mapping, got {section!r}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), section)
+        missing = sorted(OmegaConf.missing_keys(merged))  # resolves interpolations, which may fail
     except OmegaConfBaseException as e:
         raise PsxError(_explain(e, where)) from None
-    missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise PsxError(f"config '{where}' is missing: {', '.join(missing)}")
     return merged
@@ -306,11 +206,12 @@ def validate(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS)
     if unknown:
         raise PsxError(f"unknown top-level config key(s): {', '.join(unknown)}")
-    family = cfg.model.get("family")
-    if family not in MODEL_SCHEMAS:
-        raise PsxError(f"unknown model family {family!r} (known: {', '.join(MODEL_SCHEMAS)})")
-    schema = TransformerLMSchema if family == "lm" and cfg.model.get("arch") == "transformer" else MODEL_SCHEMAS[family]
-    model = _checked(cfg.model, schema, "model")
+    if not isinstance(cfg.get("model"), DictConfig):
+        raise PsxError(f"config section 'model' must be a mapping, got {cfg.get('model')!r}")
+    model = from_before_arms(cfg.model)  # a run saved before arms may be resumed
+    model = model if isinstance(model, DictConfig) else OmegaConf.create(model)
+    family = family_named(model.get("family"))  # the family's typed config is the schema
+    family.validate(OmegaConf.to_object(_checked(model, family.schema(), "model")))
     name = cfg.dataset.get("name")
     if name not in DATASET_SCHEMAS:
         raise PsxError(f"unknown dataset {name!r} (known: {', '.join(DATASET_SCHEMAS)})")
@@ -339,21 +240,6 @@ def validate(cfg: DictConfig) -> None:
     _check_dataset(dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
-    if model.family in ("cnn", "mtl"):
-        _positive(model, ["kernel_size", "stride", "pool"], "model")
-        if not model.channels:
-            raise PsxError("model.channels must list at least one conv layer")
-        _positive_list(model.channels, "model.channels")
-    if model.family == "rnn":
-        _positive(model, ["hidden_size", "num_layers"], "model")
-    elif model.family == "lm":
-        if "sizes" in model and model.size not in model.sizes:
-            raise PsxError(f"model.size={model.size!r} is not one of {', '.join(model.sizes)}")
-        _positive(model, ["layers", "hidden_size", "embedding_size"], "model")
-    else:
-        _positive_list(model.hidden, "model.hidden")
-    if not 0.0 <= model.dropout < 1.0:
-        raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
 
 
 def _check_dataset(dataset: DictConfig) -> None:
@@ -375,9 +261,3 @@ def _positive(section: DictConfig, keys: List[str], where: str) -> None:
     for key in keys:
         if section[key] < 1:
             raise PsxError(f"{where}.{key} must be >= 1, got {section[key]}")
-
-
-def _positive_list(values: List[int], where: str) -> None:
-    if any(v < 1 for v in values):
-        raise PsxError(f"{where} must hold positive integers, got {list(values)}")
-

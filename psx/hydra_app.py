@@ -12,7 +12,13 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from psx.models.family import register_schemas
+
 CONFIG_NAME = "config"
+
+# The model YAML files extend their family's typed config (Hydra's ConfigStore, schema/model/):
+# registered here, because every composition of conf/ (psx train, psx inspect, tests) imports this first.
+register_schemas()
 
 
 def config_dir() -> Path:

@@ -7,7 +7,8 @@ from torch import nn
 
 
 def parameter_rows(model: nn.Module) -> list[dict]:
-    """One row per unique tensor: name, shape, count, times reused per forward, other names of it."""
+    """One row per unique tensor: name, shape, count, times reused per forward (may be fractional,
+    e.g. a hashed layer's buckets), other names of it."""
     reuse = model.parameter_reuse() if hasattr(model, "parameter_reuse") else {}
     aliases: dict[int, list[str]] = defaultdict(list)
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -25,11 +26,16 @@ def parameter_rows(model: nn.Module) -> list[dict]:
     return rows
 
 
-def print_inspection(model: nn.Module, title: str) -> None:
+def reuse_text(reuse: float) -> str:
+    return "" if reuse == 1 else f"x{reuse:,.4g}" if reuse < 1e4 else f"x{reuse:,.0f}"
+
+
+def print_inspection(model: nn.Module, title: str, model_cfg=None) -> None:
+    """The table of tensors, then the totals; with the model's config, also its family and arm."""
     from rich.console import Console
     from rich.table import Table
 
-    from psx.models import param_counts
+    from psx.models import arm_fields, param_counts
 
     rows = parameter_rows(model)
     table = Table(title=title)
@@ -38,11 +44,15 @@ def print_inspection(model: nn.Module, title: str) -> None:
         table.add_column(column, justify=justify)
     for row in rows:
         table.add_row(row["name"], "x".join(map(str, row["shape"])), f"{row['count']:,}",
-                      f"x{row['reuse']}" if row["reuse"] > 1 else "", ", ".join(row["shared_with"]))
+                      reuse_text(row["reuse"]), ", ".join(row["shared_with"]))
     counts = param_counts(model)
     console = Console()
     console.print(table)
+    if model_cfg is not None:
+        arm = arm_fields(model_cfg)
+        console.print(f"family {arm['family']}, arm {arm['arm']} (reference arm: {arm['reference_arm']})")
     ratio = counts["params/unshared_equiv"] / counts["params/unique"]
     console.print(f"params/unique         {counts['params/unique']:>14,}")
-    console.print(f"params/unshared_equiv {counts['params/unshared_equiv']:>14,}")
+    equiv = counts["params/unshared_equiv"]
+    console.print(f"params/unshared_equiv {equiv:>14,}" if isinstance(equiv, int) else f"params/unshared_equiv {equiv:>17,.2f}")
     console.print(f"sharing ratio         {ratio:>14.2f}x  (unshared-equivalent / unique)")

@@ -26,7 +26,7 @@ from psx.device import available_cpus, configure_backends, place_data, resolve_d
 from psx.atomic import write_json_atomic
 from psx.errors import PsxError, StopRequested
 from psx.loggers import WandbLogger, build_loggers, flatten
-from psx.models import build_model, param_counts
+from psx.models import arm_fields, build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
 from psx.resume import resume_state, stop_on_signals
 from psx.resume_args import what_is_trained
@@ -67,8 +67,7 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "running",
         "error": None,
         "model": cfg.model.name,
-        "family": cfg.model.get("family"),
-        "shared": cfg.model.get("shared"),
+        **arm_fields(cfg.model),  # family, arm, reference_arm, shared
         "dataset": cfg.dataset.name,
         "train_size": cfg.dataset.get("train_size"),
         "seed": cfg.seed,
@@ -242,13 +241,8 @@ def build_run_model(cfg: DictConfig, data, device: torch.device, summary: dict[s
     if cfg.model.freeze:
         summary["frozen"] = freeze(model, list(cfg.model.freeze))
     model = model.to(device)
-    summary.update(model_summary(model))
+    summary.update(sharing_summary(model, cfg.model))
     return model
-
-
-def model_summary(model) -> dict[str, Any]:
-    """The one place where the model's own fields of summary.json (parameter counts, sharing) come from."""
-    return param_counts(model)
 
 
 def completed_fields(result: FitResult, task) -> dict[str, Any]:
@@ -290,9 +284,8 @@ def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[st
     # Short top-level keys so a tracker UI can group by "model" and "dataset" directly.
     config.update(model=cfg.model.name, dataset=cfg.dataset.name, sweep_id=summary["sweep_id"],
                   experiment=summary["experiment"])
-    shared = cfg.model.get("shared")
-    tags = [cfg.model.name, cfg.dataset.name, str(cfg.model.get("family"))]
-    tags.append("shared" if shared else "unshared")
+    tags = [cfg.model.name, cfg.dataset.name, str(summary["family"])]
+    tags.append("shared" if summary["shared"] else "unshared")
     return {
         "name": ",".join(summary["overrides"]) or cfg.model.name,
         "tags": tags,

@@ -7,11 +7,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-
-from psx.data import describe
-from psx.hydra_app import config_dir
+from psx.data.spec import DataSpec
 from psx.models import build_model, locally_connected, unshared_lstm
+from psx.models.families.cnn import CNNConfig
+from psx.models.families.rnn import RNNConfig
 from psx.models.eager import compile_model
 from psx.models.rnn import PerStepRecurrentLayer
 
@@ -32,18 +31,15 @@ def traced_lines(graphs):
     return {(file, int(line)) for file, line in re.findall(r'File "([^"]+)", line (\d+)', traces)}
 
 
-def model_on_digits(*overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", list(overrides))
-    spec = describe(cfg.dataset)
-    torch.manual_seed(0)
-    return build_model(cfg.model, spec), spec
+DIGITS = DataSpec(name="digits", input_shape=(1, 8, 8), num_classes=10)
 
 
-@pytest.mark.parametrize("overrides", [["model=cnn_unshared"], ["model=rnn_unshared"], ["model=rnn_unshared", "model.cell=gru"]])
-def test_compiled_model_leaves_hand_written_layers_out_and_matches_eager(overrides):
+@pytest.mark.parametrize("config", [CNNConfig(arm="unshared"), RNNConfig(arm="unshared"), RNNConfig(arm="unshared", cell="gru")],
+                         ids=["cnn_unshared", "rnn_unshared", "rnn_unshared-gru"])
+def test_compiled_model_leaves_hand_written_layers_out_and_matches_eager(config):
     torch._dynamo.reset()
-    model, spec = model_on_digits(*overrides)
+    torch.manual_seed(0)
+    model, spec = build_model(config, DIGITS), DIGITS
     graphs = []
 
     def recording_backend(graph_module, example_inputs):  # runs the captured graph as it is

@@ -1,6 +1,8 @@
+import re
+
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from psx.config import validate
 from psx.errors import PsxError
@@ -19,10 +21,57 @@ def test_defaults_are_cnn_shared_on_digits_on_auto_device_with_csv():
     validate(cfg)
 
 
-@pytest.mark.parametrize("model", ["cnn_shared", "cnn_unshared", "mlp"])
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "mps"])
+def shipped(group):
+    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", shipped("model"))
+@pytest.mark.parametrize("device", shipped("device"))
 def test_every_shipped_choice_validates(model, device):
     validate(composed(f"model={model}", f"device={device}"))
+
+
+@pytest.mark.parametrize("model", shipped("model"))
+def test_every_model_file_names_an_arm_of_its_family_and_gives_only_known_keys(model):
+    from psx.models import known_families
+
+    cfg = composed(f"model={model}").model
+    family = known_families()[cfg.family]
+    assert cfg.name == model and cfg.arm in family.arms
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"arm": "soft"}, "model.arm='soft' is not an arm of the cnn family (shared, unshared)"),
+        ({"family": "nope"}, "unknown model family 'nope' (known: cnn, lm, mlp, mtl, rnn, transformer"),
+        ({"arm": "???"}, "config 'model' is missing: arm"),
+        ({"hidden": [64, 0]}, "model.hidden must hold positive integers, got [64, 0]"),
+        ({"channels": []}, "model.channels must list at least one layer"),
+    ],
+)
+def test_a_bad_model_file_is_one_line(edit, message):
+    cfg = composed()
+    with open_dict(cfg):  # as if conf/model/cnn_shared.yaml said so
+        for key, value in edit.items():
+            cfg.model[key] = value
+    with pytest.raises(PsxError) as error:
+        validate(cfg)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model=rnn_shared model.num_layers=0", "model.num_layers must be >= 1, got 0"),
+        ("model=lm_tied model.size=huge", "invalid model"),
+        ("model=lm_transformer model.heads=3", "not divisible by heads 3"),
+        ("model=mtl_shared model.task_weights={left:-1}", "model.task_weights must map task names to weights >= 0"),
+    ],
+)
+def test_each_family_checks_its_own_values(override, message):
+    with pytest.raises(PsxError, match=re.escape(message)):
+        validate(composed(*override.split()))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
@@ -59,3 +108,12 @@ def test_config_dir_is_the_repositorys_conf_in_a_source_checkout():
     from pathlib import Path
 
     assert config_dir() == Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_a_config_saved_before_arms_validates_as_resume_gives_it():
+    cfg = composed()
+    with open_dict(cfg):
+        cfg.model = {"name": "cnn_unshared", "family": "cnn", "shared": False, "channels": [32, 64], "kernel_size": 3,
+                     "stride": 1, "padding": None, "pool": 2, "hidden": [128], "dropout": 0.0, "init_from": None,
+                     "freeze": []}
+    validate(cfg)

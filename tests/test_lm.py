@@ -8,20 +8,30 @@ import torch.nn.functional as F
 from psx.data.spec import TOKENS, DataSpec, Tokens
 from psx.errors import PsxError
 from psx.models import build_model, param_counts
+from psx.models.families.cnn import CNNConfig
+from psx.models.families.lm import LSTMLMConfig
+from psx.models.families.transformer import TransformerConfig
 from psx.tasks import LanguageModeling
-from test_models import model_cfg
 
 VOCAB, BPTT = 500, 12
 TOKENS_SPEC = DataSpec(name="ptb", input_shape=(), num_classes=VOCAB, kind=TOKENS, vocab_size=VOCAB, seq_len=BPTT)
 
 
-def lm(name, **overrides):
+def lm(config):
     torch.manual_seed(0)
-    return build_model(model_cfg(name, **overrides), TOKENS_SPEC)
+    return build_model(config, TOKENS_SPEC)
+
+
+def lstm(arm, **arguments):
+    return lm(LSTMLMConfig(name=f"lm_{arm}", arm=arm, **arguments))
+
+
+def transformer(arm, **arguments):
+    return lm(TransformerConfig(name="lm_transformer", arm=arm, **arguments))
 
 
 def test_tied_decoder_weight_is_the_embedding_parameter_and_gets_gradient_from_both_uses():
-    model = lm("lm_tied")
+    model = lstm("tied")
     assert model.decoder.weight is model.encoder.weight
     tokens = torch.randint(0, VOCAB, (BPTT, 3))
     logits, _ = model(tokens)
@@ -38,44 +48,50 @@ def test_tied_decoder_weight_is_the_embedding_parameter_and_gets_gradient_from_b
     assert not torch.allclose(both[input_rows], decoder_only[input_rows])  # the embedding use adds to them
 
 
-@pytest.mark.parametrize("size,hidden", [("small", 200), ("medium", 650)])
-def test_tied_count_is_untied_minus_vocab_times_dim(size, hidden):
-    tied = param_counts(lm("lm_tied", size=size))
-    untied = param_counts(lm("lm_untied", size=size))
+@pytest.mark.parametrize("hidden", [200, 650])
+def test_tied_count_is_untied_minus_vocab_times_dim(hidden):
+    tied = param_counts(lstm("tied", hidden_size=hidden))
+    untied = param_counts(lstm("untied", hidden_size=hidden))
     # Bias rule: both keep the decoder bias; tying removes exactly the decoder weight.
     assert untied["params/unique"] - tied["params/unique"] == VOCAB * hidden
-    lstm = 2 * 4 * hidden * (hidden + hidden + 2)
-    assert untied["params/unique"] == VOCAB * hidden + lstm + VOCAB * hidden + VOCAB
+    lstm_weights = 2 * 4 * hidden * (hidden + hidden + 2)
+    assert untied["params/unique"] == VOCAB * hidden + lstm_weights + VOCAB * hidden + VOCAB
     assert tied["params/unshared_equiv"] == untied["params/unique"]
 
 
 def test_presets_match_the_classic_setups():
+    """model.size picks the preset in the composed config (conf/model/lm_tied.yaml)."""
+    from hydra import compose, initialize_config_dir
+
+    from psx.hydra_app import config_dir
+
     for size, (hidden, dropout) in {"small": (200, 0.2), "medium": (650, 0.5), "large": (1500, 0.65)}.items():
-        cfg = model_cfg("lm_untied", size=size)
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=["model=lm_untied", f"model.size={size}"]).model
         assert (cfg.layers, cfg.hidden_size, cfg.embedding_size, cfg.dropout) == (2, hidden, hidden, dropout)
 
 
 def test_tying_unequal_sizes_is_an_error_unless_projected():
     with pytest.raises(PsxError, match="tie_projection"):
-        lm("lm_tied", embedding_size=100)
-    model = lm("lm_tied", embedding_size=100, tie_projection="true")
+        lstm("tied", embedding_size=100)
+    model = lstm("tied", embedding_size=100, tie_projection=True)
     assert model.decoder.weight is model.encoder.weight and model.projection.weight.shape == (100, 200)
     assert model(torch.randint(0, VOCAB, (BPTT, 2)))[0].shape == (BPTT, 2, VOCAB)
 
 
 @pytest.mark.parametrize("layers", [1, 3, 6])
 def test_shared_transformer_has_one_blocks_parameters_whatever_the_depth(layers):
-    shared = param_counts(lm("lm_transformer", share_layers="true", layers=layers))
-    one_layer = param_counts(lm("lm_transformer", share_layers="false", layers=1))
-    unshared = param_counts(lm("lm_transformer", share_layers="false", layers=layers))
+    shared = param_counts(transformer("shared", layers=layers))
+    one_layer = param_counts(transformer("unshared", layers=1))
+    unshared = param_counts(transformer("unshared", layers=layers))
     assert shared["params/unique"] == one_layer["params/unique"]
     assert shared["params/unshared_equiv"] == unshared["params/unshared_equiv"] == unshared["params/unique"] + VOCAB * 256
-    model = lm("lm_transformer", share_layers="true", layers=layers)
+    model = transformer("shared", layers=layers)
     assert model(torch.randint(0, VOCAB, (BPTT, 2)))[0].shape == (BPTT, 2, VOCAB)
 
 
 def test_transformer_is_causal():
-    model = lm("lm_transformer", dropout=0.0).eval()
+    model = transformer("unshared", dropout=0.0).eval()
     tokens = torch.randint(0, VOCAB, (BPTT, 1))
     changed = tokens.clone()
     changed[-1] = (changed[-1] + 1) % VOCAB
@@ -83,7 +99,7 @@ def test_transformer_is_causal():
 
 
 def test_perplexity_is_over_every_token_with_state_carried():
-    model = lm("lm_untied").eval()
+    model = lstm("untied").eval()
     ids = torch.randint(0, VOCAB, (1003,))
     metrics = LanguageModeling(BPTT).evaluate(model, Tokens(ids), batch_size=4)
     # Independent computation: 4 streams of 250 tokens, the whole stream in one pass.
@@ -98,9 +114,9 @@ def test_perplexity_is_over_every_token_with_state_carried():
 def test_language_models_refuse_images_and_image_models_refuse_tokens():
     images = DataSpec(name="digits", input_shape=(1, 8, 8), num_classes=10)
     with pytest.raises(PsxError, match="language model"):
-        build_model(model_cfg("lm_tied"), images)
+        build_model(LSTMLMConfig(), images)
     with pytest.raises(PsxError, match="token stream"):
-        build_model(model_cfg("cnn_shared"), TOKENS_SPEC)
+        build_model(CNNConfig(), TOKENS_SPEC)
 
 
 def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):

@@ -4,7 +4,8 @@ import torch
 from psx.data.spec import DataSpec
 from psx.errors import PsxError
 from psx.models import build_model, param_counts
-from test_models import DIGITS, model_cfg
+from psx.models.families.rnn import RNNConfig
+from test_models import DIGITS
 
 MNIST_LIKE = DataSpec(name="mnist", input_shape=(1, 28, 28), num_classes=10)
 
@@ -13,8 +14,8 @@ MNIST_LIKE = DataSpec(name="mnist", input_shape=(1, 28, 28), num_classes=10)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_unshared_with_every_steps_cell_set_to_the_shared_weights_equals_shared(cell, layers):
     torch.manual_seed(0)
-    shared = build_model(model_cfg("rnn_shared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
-    unshared = build_model(model_cfg("rnn_unshared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
+    shared = build_model(RNNConfig(arm="shared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
+    unshared = build_model(RNNConfig(arm="unshared", cell=cell, num_layers=layers, hidden_size=16), DIGITS).double()
     for index, layer in enumerate(unshared.layers):
         layer.copy_from_fused(shared.rnn, index)
     unshared.head.load_state_dict(shared.head.state_dict())
@@ -31,8 +32,8 @@ def test_parameter_counts_are_steps_times_the_shared_cell(cell, gates):
     hidden, steps, inputs = 32, 28, 28
     per_cell = gates * hidden * (inputs + hidden + 2)
     head = hidden * 10 + 10
-    shared = param_counts(build_model(model_cfg("rnn_shared", cell=cell, hidden_size=hidden), MNIST_LIKE))
-    unshared = param_counts(build_model(model_cfg("rnn_unshared", cell=cell, hidden_size=hidden), MNIST_LIKE))
+    shared = param_counts(build_model(RNNConfig(arm="shared", cell=cell, hidden_size=hidden), MNIST_LIKE))
+    unshared = param_counts(build_model(RNNConfig(arm="unshared", cell=cell, hidden_size=hidden), MNIST_LIKE))
     assert shared["params/unique"] == per_cell + head
     assert shared["params/unshared_equiv"] == steps * per_cell + head == unshared["params/unique"]
     assert unshared["params/unshared_equiv"] == unshared["params/unique"]
@@ -41,7 +42,7 @@ def test_parameter_counts_are_steps_times_the_shared_cell(cell, gates):
 def test_rnn_on_token_data_is_a_clear_error():
     tokens = DataSpec(name="ptb", input_shape=(35,), num_classes=10000, kind="tokens")
     with pytest.raises(PsxError, match="takes images"):
-        build_model(model_cfg("rnn_shared"), tokens)
+        build_model(RNNConfig(arm="shared"), tokens)
 
 
 def test_unshared_lstm_function_passes_gradcheck_in_float64():
@@ -57,7 +58,7 @@ def test_unshared_lstm_function_passes_gradcheck_in_float64():
 def test_unshared_lstm_function_equals_autograd_over_the_step_loop():
     """The hand-written backward pass gives the gradients autograd gives over the plain loop."""
     torch.manual_seed(0)
-    layer = build_model(model_cfg("rnn_unshared", cell="lstm", hidden_size=16), MNIST_LIKE).double().layers[0]
+    layer = build_model(RNNConfig(arm="unshared", cell="lstm", hidden_size=16), MNIST_LIKE).double().layers[0]
     x = torch.randn(7, 28, 28, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(7, 28, 16, dtype=torch.float64)  # a gradient for every step's output
     results = []
@@ -73,7 +74,7 @@ def test_unshared_lstm_function_equals_autograd_over_the_step_loop():
 
 def test_unshared_lstm_function_skips_frozen_weights_and_keeps_the_other_gradients():
     torch.manual_seed(0)
-    layer = build_model(model_cfg("rnn_unshared", cell="lstm", hidden_size=8), DIGITS).double().layers[0]
+    layer = build_model(RNNConfig(arm="unshared", cell="lstm", hidden_size=8), DIGITS).double().layers[0]
     x = torch.randn(3, 8, 8, dtype=torch.float64)
     layer(x).sum().backward()
     full = {name: p.grad.clone() for name, p in layer.named_parameters()}

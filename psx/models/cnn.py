@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from psx.data.spec import DataSpec
 from psx.errors import PsxError
+from psx.models.families.cnn import CNNConfig
 from psx.models.locally_connected import LocallyConnected2d, conv_output_size
 from psx.models.mlp import mlp_head
 
 
 class CNN(nn.Module):
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: CNNConfig, spec: DataSpec):
         super().__init__()
         if spec.kind != "images" or len(spec.input_shape) != 3:
             raise PsxError(f"model {cfg.name} needs images (channels, height, width); {spec.name} holds {spec.kind}")
@@ -21,7 +21,7 @@ class CNN(nn.Module):
         padding = k // 2 if cfg.padding is None else cfg.padding
         layers: list[nn.Module] = []
         # A conv's filter bank is applied at every output position: reuse count = positions.
-        self.reuse: dict[str, int] = {}
+        self.reuse: dict[str, float] = {}
         for index, out_channels in enumerate(cfg.channels):
             out_h, out_w = (conv_output_size(s, k, stride, padding) for s in (height, width))
             if min(out_h, out_w) < 1:
@@ -29,7 +29,7 @@ class CNN(nn.Module):
                     f"model {cfg.name}: conv layer {index + 1} (kernel {k}, padding {padding}) does not fit "
                     f"its {height}x{width} input from {spec.name}; use fewer or smaller layers"
                 )
-            if cfg.shared:
+            if cfg.arm == "shared":
                 self.reuse.update({f"features.{len(layers)}.weight": out_h * out_w, f"features.{len(layers)}.bias": out_h * out_w})
                 layers.append(nn.Conv2d(channels, out_channels, k, stride=stride, padding=padding))
             else:
@@ -53,5 +53,5 @@ class CNN(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x).flatten(1))
 
-    def parameter_reuse(self) -> dict[str, int]:
+    def parameter_reuse(self) -> dict[str, float]:
         return self.reuse

@@ -15,10 +15,8 @@ def run_eagerly_under_compile(forward):
 
     LocallyConnected2d and the per-step recurrent layer are already written for speed, as loops
     over blocks or time steps and autograd Functions. Traced, those loops unroll into graphs that
-    took minutes to compile on CPU (cnn_unshared's layers at digits' 8x8: 170 s; an rnn_unshared
-    LSTM layer over MNIST's 28 rows: 330 s; again for each new batch size), and the result ran
-    slower than with the graph break (digits, second epoch: cnn_unshared 5,100 vs 7,700 samples/s,
-    rnn_unshared 3,100 vs 5,400)."""
+    took minutes to compile on CPU, again for each new batch size, and the result ran slower than
+    with the graph break (figures: README, Speed)."""
     forward.run_eagerly_under_compile = True
     return forward
 
@@ -27,7 +25,7 @@ def compile_model(model: nn.Module, **compile_options) -> nn.Module:
     """torch.compile(model, **compile_options), with the forward of every layer type marked by
     run_eagerly_under_compile wrapped in torch.compiler.disable first (once per type). The wrapping
     is done here, when a run compiles, and not by the decorator, because torch.compiler.disable
-    imports torch._dynamo (over a second)."""
+    imports torch._dynamo, which is slow to import (README, Speed: start-up)."""
     for layer_type in {type(module) for module in model.modules()}:
         forward = layer_type.forward
         if getattr(forward, "run_eagerly_under_compile", False) and forward not in _KEPT_OUT_OF_COMPILE:

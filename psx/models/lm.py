@@ -2,60 +2,60 @@
 
 The LSTM follows pytorch/examples word_language_model: embedding -> dropout -> LSTM -> dropout ->
 decoder. Tying (Press & Wolf 2017, "Using the Output Embedding to Improve Language Models";
-Inan et al. 2017) makes the decoder weight the very embedding Parameter, which needs
+Inan et al. 2017; the `tied` arm) makes the decoder weight the very embedding Parameter, which needs
 embedding size == hidden size, or a projection hidden -> embedding before the decoder
 (`model.tie_projection=true`). Both variants keep the decoder bias, so
 params(tied) = params(untied) - vocab x embedding_size (+ hidden x embedding for a projection).
 
 The transformer is a pre-norm causal encoder stack with learned positions; with
-`model.share_layers=true` one block is applied at every layer (ALBERT-style cross-layer sharing),
+the `shared` arm one block is applied at every layer (ALBERT-style cross-layer sharing),
 so its parameter count does not depend on depth.
 """
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from psx.data.spec import TOKENS, DataSpec
 from psx.errors import PsxError
+from psx.models.families.lm import LSTMLMConfig
+from psx.models.families.transformer import TransformerConfig
 
 
-def _check_tokens(cfg: DictConfig, spec: DataSpec) -> None:
+def _check_tokens(name: str, spec: DataSpec) -> None:
     if spec.kind != TOKENS:
-        raise PsxError(f"model {cfg.name} is a language model; {spec.name} holds {spec.kind}, not a token stream (use dataset=ptb)")
+        raise PsxError(f"model {name} is a language model; {spec.name} holds {spec.kind}, not a token stream (use dataset=ptb)")
 
 
-def _tie(model: nn.Module, cfg: DictConfig, out_features: int) -> int:
+def _tie(model: nn.Module, cfg: LSTMLMConfig | TransformerConfig, tied: bool, embedding_size: int, out_features: int) -> int:
     """Set up tying; returns the width the decoder reads."""
-    if not cfg.tied:
-        return out_features
-    if cfg.embedding_size == out_features:
+    if not tied or embedding_size == out_features:
         return out_features
     if not cfg.tie_projection:
         raise PsxError(
-            f"model {cfg.name}: tying needs model.embedding_size ({cfg.embedding_size}) == model.hidden_size "
+            f"model {cfg.name}: tying needs model.embedding_size ({embedding_size}) == model.hidden_size "
             f"({out_features}); set them equal or add model.tie_projection=true"
         )
-    model.projection = nn.Linear(out_features, cfg.embedding_size, bias=False)
-    return cfg.embedding_size
+    model.projection = nn.Linear(out_features, embedding_size, bias=False)
+    return embedding_size
 
 
 class LSTMLanguageModel(nn.Module):
     carries_state = True  # hidden state runs on from one bptt window to the next
 
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: LSTMLMConfig, spec: DataSpec):
         super().__init__()
-        _check_tokens(cfg, spec)
-        self.tied = cfg.tied
+        _check_tokens(cfg.name, spec)
+        self.tied = cfg.arm == "tied"
         self.projection = None
-        self.encoder = nn.Embedding(spec.vocab_size, cfg.embedding_size)
+        embedding_size = cfg.embedding_size or cfg.hidden_size
+        self.encoder = nn.Embedding(spec.vocab_size, embedding_size)
         self.drop = nn.Dropout(cfg.dropout)
-        self.rnn = nn.LSTM(cfg.embedding_size, cfg.hidden_size, cfg.layers, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.decoder = nn.Linear(_tie(self, cfg, cfg.hidden_size), spec.vocab_size)
+        self.rnn = nn.LSTM(embedding_size, cfg.hidden_size, cfg.layers, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.decoder = nn.Linear(_tie(self, cfg, self.tied, embedding_size, cfg.hidden_size), spec.vocab_size)
         nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
-        if cfg.tied:
+        if self.tied:
             self.decoder.weight = self.encoder.weight  # one Parameter, gradients from both uses
         else:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
@@ -67,35 +67,34 @@ class LSTMLanguageModel(nn.Module):
             out = self.projection(out)
         return self.decoder(out), state
 
-    def parameter_reuse(self) -> dict[str, int]:
+    def parameter_reuse(self) -> dict[str, float]:
         return {"encoder.weight": 2} if self.tied else {}
 
 
 class TransformerLanguageModel(nn.Module):
     carries_state = False
 
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: TransformerConfig, spec: DataSpec):
         super().__init__()
-        _check_tokens(cfg, spec)
-        if cfg.hidden_size % cfg.heads:
-            raise PsxError(f"model {cfg.name}: hidden_size {cfg.hidden_size} is not divisible by heads {cfg.heads}")
-        self.tied, self.share_layers, self.layers = cfg.tied, cfg.share_layers, cfg.layers
+        _check_tokens(cfg.name, spec)
+        self.tied, self.share_layers, self.layers = cfg.tied, cfg.arm == "shared", cfg.layers
         self.projection = None
-        self.encoder = nn.Embedding(spec.vocab_size, cfg.embedding_size)
-        self.positions = nn.Embedding(spec.seq_len, cfg.embedding_size)
-        self.input_projection = (nn.Linear(cfg.embedding_size, cfg.hidden_size, bias=False)
-                                 if cfg.embedding_size != cfg.hidden_size else None)
+        embedding_size = cfg.embedding_size or cfg.hidden_size
+        self.encoder = nn.Embedding(spec.vocab_size, embedding_size)
+        self.positions = nn.Embedding(spec.seq_len, embedding_size)
+        self.input_projection = (nn.Linear(embedding_size, cfg.hidden_size, bias=False)
+                                 if embedding_size != cfg.hidden_size else None)
         self.drop = nn.Dropout(cfg.dropout)
 
         def block():
             return nn.TransformerEncoderLayer(cfg.hidden_size, cfg.heads, cfg.feedforward_size, cfg.dropout, norm_first=True)
 
-        if cfg.share_layers:
+        if self.share_layers:
             self.block = block()  # the same weights at every depth
         else:
             self.blocks = nn.ModuleList(block() for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.hidden_size)
-        self.decoder = nn.Linear(_tie(self, cfg, cfg.hidden_size), spec.vocab_size)
+        self.decoder = nn.Linear(_tie(self, cfg, cfg.tied, embedding_size, cfg.hidden_size), spec.vocab_size)
         nn.init.normal_(self.encoder.weight, std=0.02)
         nn.init.zeros_(self.decoder.bias)
         if cfg.tied:
@@ -117,12 +116,9 @@ class TransformerLanguageModel(nn.Module):
             x = self.projection(x)
         return self.decoder(x), None
 
-    def parameter_reuse(self) -> dict[str, int]:
+    def parameter_reuse(self) -> dict[str, float]:
         reuse = {"encoder.weight": 2} if self.tied else {}
         if self.share_layers:
             reuse.update({f"block.{name}": self.layers for name, _ in self.block.named_parameters()})
         return reuse
 
-
-def build_language_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return TransformerLanguageModel(cfg, spec) if cfg.arch == "transformer" else LSTMLanguageModel(cfg, spec)

@@ -34,10 +34,9 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> 
 
 # Patches are gathered, and outputs moved to channels-last, a block of output rows at a time, about
 # this many bytes per block: blocks this size stay in cache between the gather, the matmul and the
-# move (on 2 cores with 1 MB of L2 each, 4 MB measured as fast as 2 MB at cnn_unshared's inner
-# layers and faster at its input layers, where it makes fewer, larger matmuls), and they are reused
-# from the heap, where one buffer for all rows (often over glibc's 32 MB mmap threshold) is mapped
-# afresh and page-faulted in on every call.
+# move, larger ones make fewer, larger matmuls at the input layers (the size was chosen with
+# scripts/bench_lc.py; README, Speed), and they are reused from the heap, where one buffer for all
+# rows (often over glibc's 32 MB mmap threshold) is mapped afresh and page-faulted in on every call.
 BLOCK_BYTES = 4 * 2**20
 
 

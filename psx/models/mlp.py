@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 
-from omegaconf import DictConfig
 from torch import nn
 
 from psx.data.spec import DataSpec
+from psx.models.families.mlp import MLPConfig
 
 
 def mlp_head(in_features: int, hidden: list[int], out_features: int, dropout: float) -> nn.Sequential:
@@ -21,7 +21,7 @@ def mlp_head(in_features: int, hidden: list[int], out_features: int, dropout: fl
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: MLPConfig, spec: DataSpec):
         super().__init__()
         self.net = mlp_head(math.prod(spec.input_shape), list(cfg.hidden), spec.num_classes, cfg.dropout)
 

@@ -7,29 +7,33 @@ inside each conv is the CNN comparison's business and is the same in both arms).
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from psx.data.spec import MULTITASK, DataSpec
 from psx.errors import PsxError
 from psx.models.cnn import CNN
+from psx.models.families.cnn import CNNConfig
+from psx.models.families.mtl import MTLConfig
 
 
-def _single_task_cnn(cfg: DictConfig, spec: DataSpec) -> CNN:
+def _single_task_cnn(cfg: MTLConfig, spec: DataSpec) -> CNN:
     """The CNN family's network (ordinary convolutions) on the same images, for one task's classes.
-    `model.shared` means sharing across tasks here, so the convs are always Conv2d."""
+    The arm means sharing across tasks here, so the convs are always Conv2d (the CNN's shared arm)."""
     single = DataSpec(name=spec.name, input_shape=spec.input_shape, num_classes=spec.num_classes)
-    return CNN(OmegaConf.merge(cfg, {"shared": True}), single)
+    cnn = {f.name: getattr(cfg, f.name) for f in fields(CNNConfig)}
+    return CNN(CNNConfig(**{**cnn, "family": "cnn", "arm": "shared"}), single)
 
 
 class MultiTaskCNN(nn.Module):
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: MTLConfig, spec: DataSpec):
         super().__init__()
         if spec.kind != MULTITASK:
             raise PsxError(f"model {cfg.name} needs a multi-task data set (multi_digits, multi_mnist); {spec.name} holds {spec.kind}")
-        self.tasks, self.shared = list(spec.tasks), cfg.shared
-        if cfg.shared:
+        self.tasks, self.shared = list(spec.tasks), cfg.arm == "shared"
+        if self.shared:
             template = _single_task_cnn(cfg, spec)
             self.trunk = template.features
             self.heads = nn.ModuleDict({task: _single_task_cnn(cfg, spec).head for task in self.tasks})
@@ -42,7 +46,7 @@ class MultiTaskCNN(nn.Module):
             return torch.stack([self.heads[task](features) for task in self.tasks], 1)
         return torch.stack([self.networks[task](x) for task in self.tasks], 1)
 
-    def parameter_reuse(self) -> dict[str, int]:
+    def parameter_reuse(self) -> dict[str, float]:
         if not self.shared:
             return {}
         return {f"trunk.{name}": len(self.tasks) for name, _ in self.trunk.named_parameters()}

@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from psx.data.spec import DataSpec
 from psx.errors import PsxError
+from psx.models.families.rnn import Cell, RNNConfig
 from psx.models.eager import run_eagerly_under_compile
 from psx.models.unshared_lstm import UnsharedLSTMFunction
 
@@ -95,19 +95,20 @@ class PerStepRecurrentLayer(nn.Module):
 
 
 class RecurrentClassifier(nn.Module):
-    def __init__(self, cfg: DictConfig, spec: DataSpec):
+    def __init__(self, cfg: RNNConfig, spec: DataSpec):
         super().__init__()
         if spec.kind != "images":
             raise PsxError(f"model {cfg.name} reads images row by row; {spec.name} holds {spec.kind}")
         channels, height, width = spec.input_shape
-        self.steps, self.shared = height, cfg.shared
+        self.steps, self.shared = height, cfg.arm == "shared"
+        cell = Cell(cfg.cell).value
         input_size = channels * width
-        if cfg.shared:
-            self.rnn = FUSED[cfg.cell](input_size, cfg.hidden_size, cfg.num_layers, batch_first=True,
+        if self.shared:
+            self.rnn = FUSED[cell](input_size, cfg.hidden_size, cfg.num_layers, batch_first=True,
                                        dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         else:
             sizes = [input_size] + [cfg.hidden_size] * (cfg.num_layers - 1)
-            self.layers = nn.ModuleList(PerStepRecurrentLayer(cfg.cell, n, cfg.hidden_size, height) for n in sizes)
+            self.layers = nn.ModuleList(PerStepRecurrentLayer(cell, n, cfg.hidden_size, height) for n in sizes)
             self.between_layers = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, spec.num_classes)
 
@@ -121,7 +122,7 @@ class RecurrentClassifier(nn.Module):
                 out = layer(self.between_layers(out) if index else out)
         return self.head(out[:, -1])
 
-    def parameter_reuse(self) -> dict[str, int]:
+    def parameter_reuse(self) -> dict[str, float]:
         """The shared cell runs at every step: an unshared twin holds `steps` copies of it."""
         if not self.shared:
             return {}

@@ -1,0 +1,46 @@
+"""Transformer family: a causal transformer language model (pre-norm blocks, learned positions).
+Arms: `shared` (one block applied at every layer, ALBERT-style cross-layer sharing: the parameter
+count does not grow with depth) and `unshared` (a block per layer). `tied` (decoder weight = input
+embedding) is an option of both arms."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from psx.errors import PsxError
+from psx.models.families.lm import needs_tokens
+from psx.models.family import Family, ModelConfig, require_positive
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    family: str = "transformer"
+    arm: str = "shared"
+    tied: bool = True
+    tie_projection: bool = False
+    layers: int = 4
+    hidden_size: int = 256
+    embedding_size: Optional[int] = None  # None: hidden_size
+    heads: int = 4
+    feedforward_size: int = 1024
+    dropout: float = 0.1
+
+
+def check(config: TransformerConfig) -> None:
+    require_positive(config, ["layers", "hidden_size", "heads", "feedforward_size"])
+    if config.embedding_size is not None:
+        require_positive(config, ["embedding_size"])
+    if config.hidden_size % config.heads:
+        raise PsxError(f"model {config.name}: hidden_size {config.hidden_size} is not divisible by heads {config.heads}")
+
+
+FAMILY = Family(
+    name="transformer",
+    config=TransformerConfig,
+    arms=("shared", "unshared"),
+    reference_arm="unshared",
+    accepts=("tokens",),
+    network="psx.models.lm:TransformerLanguageModel",
+    check=check,
+    mismatch=needs_tokens,
+)
