@@ -14,6 +14,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from psx.errors import PsxError
+from psx.federated.schema import FederatedSchema, check_federated
 
 
 class Optimizer(Enum):
@@ -277,7 +278,7 @@ DATASET_SCHEMAS: Dict[str, type] = {
 LOGGER_SCHEMAS: Dict[str, type] = {
     "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
 }
-TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
+TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths", "federated"}
 
 
 def _checked(section: Any, schema: type, where: str) -> DictConfig:
@@ -354,6 +355,9 @@ def validate(cfg: DictConfig) -> None:
         _positive_list(model.hidden, "model.hidden")
     if not 0.0 <= model.dropout < 1.0:
         raise PsxError(f"model.dropout must be in [0, 1), got {model.dropout}")
+    if cfg.get("federated") is not None:  # configs saved before the group existed have none
+        federated = OmegaConf.create(OmegaConf.to_container(cfg.federated, resolve=True))  # partition_seed: ${seed}
+        check_federated(_checked(federated, FederatedSchema, "federated"), dataset.train_size)
 
 
 def _check_dataset(dataset: DictConfig) -> None:

@@ -24,6 +24,7 @@ from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
 from psx.errors import PsxError
+from psx.federated.schema import is_federated
 from psx.loggers import WandbLogger, build_loggers, flatten, write_json_atomic
 from psx.models import build_model, param_counts
 from psx.models.transfer import freeze, load_matching_weights
@@ -168,10 +169,15 @@ def run(cfg: DictConfig) -> float | None:
             cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
         )
         config = OmegaConf.to_container(cfg, resolve=True)
-        trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
-                          checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
+        if is_federated(cfg):  # the same fit on Flower: clients share the model through a server
+            from psx.federated.run import FederatedTrainer
+            trainer = FederatedTrainer(cfg, loggers.log_epoch, checkpoint_path, {"config": config})
+        else:
+            trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=loggers.log_epoch,
+                              checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
         with _stop_on_signals(trainer):
             result = trainer.fit(model, data, task, resume=resume)
+        summary.update(getattr(result, "summary", {}))  # a federated run's fields (comm/bytes, ...)
         summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at)
         # The finished run keeps only what transfer and inspection need: the selected weights.
         save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
