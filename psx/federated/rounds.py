@@ -2,6 +2,7 @@
 the round checkpoint that `trainer.resume` (or re-running a sweep) continues from."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,8 @@ from psx.trainer import FitResult
 
 def fresh_state() -> dict[str, Any]:
     return {"round": 0, "history": [], "best_round": 0, "best_val": None, "best_test": None,
-            "best_arrays": None, "arrays": None, "bytes_sent": 0, "bytes_received": 0, "elapsed": 0.0}
+            "best_arrays": None, "arrays": None, "bytes_sent": 0, "bytes_received": 0, "elapsed": 0.0,
+            "clients_dir": None}
 
 
 class Rounds:
@@ -28,6 +30,14 @@ class Rounds:
             on_round(row)
         self.started = time.perf_counter() - self.s["elapsed"]
         self.first_round_done_at: float | None = None
+
+    def adopt_client_state(self, folder: Path) -> None:
+        """A run resumed into a new folder continues with the clients' own tensors of the old one
+        (in a deployment each client keeps them on its own machine)."""
+        previous = self.s.get("clients_dir")
+        if previous and Path(previous) != folder and Path(previous).is_dir():
+            shutil.copytree(previous, folder, dirs_exist_ok=True)
+        self.s["clients_dir"] = str(folder)
 
     @property
     def done(self) -> int:

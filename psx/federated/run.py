@@ -103,6 +103,7 @@ def federated_fit(cfg: DictConfig, data: Data, build_model_fn: Callable[[], nn.M
         threads=cfg.device.num_threads,
     )
     rounds = Rounds(on_round, Path(run_dir) / "checkpoint.pt", checkpoint_extra or {}, resume)
+    rounds.adopt_client_state(setup.state_dir)
     if rounds.done < fed.rounds:
         _simulate(cfg, setup, local, rounds, keys, model, stop)
     if rounds.s["best_arrays"]:
