@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -143,8 +146,11 @@ def _simulate(cfg: DictConfig, setup: ClientSetup, local: ClientData, rounds: Ro
         strategy.start(grid=grid, initial_arrays=ArrayRecord(start), num_rounds=fed.rounds - rounds.done,
                        timeout=timeout, evaluate_fn=end_round)
 
-    backend = {"client_resources": {"num_cpus": float(fed.client_cpus), "num_gpus": 0.0},
-               "init_args": {"num_cpus": max(available_cpus(), int(fed.client_cpus))}}
+    # Clients' failures come back in their replies; their console lines (Ray's actor start and
+    # stop notices) would only interleave with psx's round lines.
+    ray_args = {"num_cpus": max(available_cpus(), int(fed.client_cpus)), "log_to_driver": False}
+    backend = {"client_resources": {"num_cpus": float(fed.client_cpus), "num_gpus": 0.0}, "init_args": ray_args}
+    start_ray_keeping_signal_handlers(ray_args)
     # psx prints one line per round instead of Flower's dozen (and its notice that run_simulation,
     # the in-process entry point psx needs, will give way to `flwr run`); errors still show.
     quiet = {name: logging.getLogger(name) for name in ("flwr",)}
@@ -157,6 +163,23 @@ def _simulate(cfg: DictConfig, setup: ClientSetup, local: ClientData, rounds: Ro
     finally:
         for name, logger in quiet.items():
             logger.setLevel(levels[name])
+
+
+def start_ray_keeping_signal_handlers(ray_args: dict[str, Any]) -> None:
+    """Start Ray as Flower would (it skips its own start when Ray is up), then put back psx's
+    SIGTERM/SIGINT handlers, which ray.init replaces with ones that exit at once: a stopped run
+    must finish its round, checkpoint and end as `interrupted`, as every psx run does."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, include_dashboard=False,
+             logging_level=logging.ERROR, **ray_args)
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def _end_round(strategy: StrictRounds, rounds: Rounds, local: ClientData, setup: ClientSetup, cfg: DictConfig,
@@ -222,9 +245,13 @@ class FederatedTrainer:
             result = federated_fit(self.cfg, data, partial(build_model, self.cfg.model, data.spec), self.run_dir,
                                    self.on_epoch, task, resume=resume, model=model, stop=self,
                                    checkpoint_extra=self.checkpoint_extra)
-        except StopAfterRound as e:
-            from psx.trainer import StopRequested
+        except Exception as e:
+            # A stop signal can reach the clients' worker processes too (Ctrl-C, a batch system
+            # stopping the job): a round they could not finish is an interruption, not a failure.
+            if isinstance(e, StopAfterRound) or self.stop_requested:
+                from psx.trainer import StopRequested
 
-            raise StopRequested(str(e)) from None
+                raise StopRequested(self.stop_requested or str(e)) from None
+            raise
         self.first_step_done_at = result.first_round_done_at
         return result
