@@ -34,6 +34,13 @@ def test_fedavg_on_four_simulated_clients_learns(psx):
     assert per_round[1] == 2 * per_round[0] >= 8 * 4 * summary["params/unique"]
     assert float(rows[0]["val/acc/client_worst"]) <= float(rows[0]["val/acc/client_mean"])
 
+    from psx.federated.figures import load_runs, plot
+
+    rounds, central = load_runs(psx.cwd / "outputs")
+    assert list(rounds["arm"]) == ["fedavg", "fedavg"] and central.empty
+    figure = plot(rounds, central, psx.cwd / "federated.png")
+    assert figure.stat().st_size > 10_000
+
 
 def test_a_client_that_raises_fails_the_run(tmp_path):
     from psx.federated.run import federated_fit
