@@ -169,3 +169,15 @@ def test_without_flower_the_error_names_the_extra(monkeypatch):
     with pytest.raises(PsxError, match=r'federated=fedprox needs .*pip install -e "\.\[federated\]"'):
         validate(composed("federated=fedprox"))
     validate(composed())  # the centralised default needs no Flower
+
+
+def test_large_data_sets_travel_as_a_recipe_that_draws_the_same_partition():
+    from psx.federated.run import DataRecipe, _plain
+
+    cfg = composed("federated=fedper", "federated.partition=dirichlet", "federated.alpha=0.3", "seed=2")
+    expected = client_data(build_data(cfg.dataset), cfg.federated)
+    loaded = DataRecipe(_plain(cfg.dataset), str(cfg.paths.data_dir), _plain(cfg.federated))()
+    assert len(loaded.partitions) == cfg.federated.clients
+    for a, b in zip(expected.partitions, loaded.partitions):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert torch.equal(expected.test.y, loaded.test.y)

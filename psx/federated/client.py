@@ -133,7 +133,8 @@ class FederatedClient:
         return self.setup.state_dir / str(partition)
 
     def keep_local(self, partition: int, psx_round: int, state: dict[str, torch.Tensor]) -> None:
-        own = {k: v for k, v in state.items() if k not in set(self.setup.shared)}
+        shared = set(self.setup.shared)
+        own = {k: v for k, v in state.items() if k not in shared}
         if not own:
             return
         folder = self.folder(partition)

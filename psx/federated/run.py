@@ -80,7 +80,12 @@ def _source(cfg: DictConfig, data: Data, local: ClientData) -> Callable[[], Clie
     size = sum(t.numel() * t.element_size() for split in (data.train, data.val, data.test) for t in (split.x, split.y))
     if size <= SHIP_LIMIT_BYTES:
         return ShippedData(local)
-    return DataRecipe(cfg.dataset, cfg.paths.data_dir, cfg.federated)
+    return DataRecipe(_plain(cfg.dataset), str(cfg.paths.data_dir), _plain(cfg.federated))
+
+
+def _plain(section: DictConfig) -> DictConfig:
+    """A config section on its own, interpolations resolved: what travels to the clients."""
+    return OmegaConf.create(OmegaConf.to_container(section, resolve=True))
 
 
 def federated_fit(cfg: DictConfig, data: Data, build_model_fn: Callable[[], nn.Module], run_dir: Path,
@@ -100,7 +105,7 @@ def federated_fit(cfg: DictConfig, data: Data, build_model_fn: Callable[[], nn.M
     local = client_data(data, fed)
     setup = ClientSetup(
         build_model=build_model_fn, initial_state={k: v.clone() for k, v in model.state_dict().items()},
-        frozen=[n for n, p in model.named_parameters() if not p.requires_grad], task=task, trainer=cfg.trainer,
+        frozen=[n for n, p in model.named_parameters() if not p.requires_grad], task=task, trainer=_plain(cfg.trainer),
         source=_source(cfg, data, local), source_key=str(run_dir), classes=data.spec.num_classes, seed=cfg.seed,
         local_epochs=fed.local_epochs, shared=keys, state_dir=Path(run_dir) / "clients",
         threads=cfg.device.num_threads,

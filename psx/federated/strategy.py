@@ -71,6 +71,7 @@ class StrictRounds:
     traffic: Traffic
     train_loss: float | None = None
     evaluation: list[Message] | None = None
+    expected = 0  # messages sent in the current phase: fewer replies means a client was lost
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid):
         psx_round = self.plan.psx_round(server_round)
