@@ -181,3 +181,35 @@ def test_large_data_sets_travel_as_a_recipe_that_draws_the_same_partition():
     for a, b in zip(expected.partitions, loaded.partitions):
         assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert torch.equal(expected.test.y, loaded.test.y)
+
+
+def test_one_evaluation_stands_for_every_client_when_all_is_shared(tmp_path):
+    from psx.federated.evaluation import class_totals, round_metrics
+    from psx.federated.partition import label_distribution
+    from psx.federated.strategy import NodeView
+
+    cfg = composed("federated=fedavg", "federated.clients=3", "federated.partition=dirichlet", "federated.alpha=0.3")
+    model, keys, local, client, strategy = federation(cfg, tmp_path)
+    arrays = ArrayRecord({k: model.state_dict()[k] for k in keys})
+
+    def evaluations(grid):
+        replies = []
+        for message in strategy.configure_evaluate(1, arrays, ConfigRecord(), grid):
+            partition = message.metadata.dst_node_id - 1000
+            context = Context(run_id=1, node_id=message.metadata.dst_node_id, node_config={"partition-id": partition},
+                              state=RecordDict(), run_config={})
+            replies.append(client.app()(message, context))
+        return replies
+
+    labels = torch.cat([p.y for p in local.partitions])
+    sizes = [len(p) for p in local.partitions]
+    offsets = torch.tensor([0, *sizes]).cumsum(0)
+    shares = label_distribution(labels, [torch.arange(offsets[i], offsets[i + 1]) for i in range(3)], 10)
+    totals = class_totals(local.val.y, 10), class_totals(local.test.y, 10)
+    strategy.plan.same_model = False
+    every = round_metrics(evaluations(NodeView([1000, 1001, 1002])), shares, *totals)
+    strategy.plan.same_model = True
+    one = evaluations(grid=None)
+    assert len(one) == 1
+    assert round_metrics(one, shares, *totals) == pytest.approx(every, abs=1e-12)
+    assert every["val/acc/client_worst"] < every["val/acc/client_mean"]  # skewed clients see different accuracy

@@ -1,7 +1,7 @@
 """A round's metrics from the clients' per-class counts.
 
 Every client evaluates its own model (the shared tensors it received plus whatever it keeps
-locally) on the whole validation and test splits and reports correct predictions and loss per
+locally; when everything is shared, one client stands for all) on the whole validation and test splits and reports correct predictions and loss per
 true class. From those the server computes, without seeing any example:
 
 - `acc`, `loss`: a client model's accuracy and loss on the whole split, averaged over clients
@@ -41,10 +41,12 @@ def round_metrics(replies: list, label_shares: torch.Tensor, val_totals: torch.T
                   test_totals: torch.Tensor) -> dict[str, float]:
     """{"val/acc": ..., "test/acc/client_worst": ...} from evaluation replies sorted by partition."""
     records = [next(iter(m.content.metric_records.values())) for m in replies]
-    shares = label_shares[[int(r[PARTITION_KEY]) for r in records]]
+    # One reply for several clients: they share one model (FedAvg), so its counts are everyone's.
+    clients = len(label_shares) if len(records) == 1 else len(records)
+    shares = label_shares if len(records) == 1 else label_shares[[int(r[PARTITION_KEY]) for r in records]]
     row: dict[str, float] = {}
     for split, totals in (("val", val_totals), ("test", test_totals)):
-        correct = torch.tensor([list(r[f"{split}-correct"]) for r in records], dtype=torch.float64)
-        loss = torch.tensor([list(r[f"{split}-loss"]) for r in records], dtype=torch.float64)
+        correct = torch.tensor([list(r[f"{split}-correct"]) for r in records], dtype=torch.float64).expand(clients, -1)
+        loss = torch.tensor([list(r[f"{split}-loss"]) for r in records], dtype=torch.float64).expand(clients, -1)
         row.update({f"{split}/{k}": v for k, v in split_metrics(correct, loss, totals, shares).items()})
     return row

@@ -136,7 +136,7 @@ def _simulate(cfg: DictConfig, setup: ClientSetup, local: ClientData, rounds: Ro
               model: nn.Module, stop: Any) -> None:
     fed = cfg.federated
     plan = RoundPlan(seed=cfg.seed, clients=fed.clients, per_round=max(1, round(fed.fraction * fed.clients)),
-                     first_round=rounds.done)
+                     first_round=rounds.done, same_model=str(fed.shared) == "all")
     strategy = make_strategy(plan, fed.proximal_mu)
     strategy.traffic.sent, strategy.traffic.received = rounds.s["bytes_sent"], rounds.s["bytes_received"]
     start = rounds.s["arrays"] if rounds.s["arrays"] is not None else {k: model.state_dict()[k] for k in keys}

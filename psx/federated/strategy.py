@@ -53,6 +53,8 @@ class RoundPlan:
     per_round: int
     first_round: int = 0  # rounds finished before this start (a resumed run)
     node_of: dict[int, int] = field(default_factory=dict)  # partition id -> node id
+    # Every client holds the same model (all of it shared): one client's evaluation stands for all.
+    same_model: bool = False
 
     def psx_round(self, server_round: int) -> int:
         return self.first_round + server_round
@@ -91,6 +93,8 @@ class StrictRounds:
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid):
         config["psx-round"] = self.plan.psx_round(server_round)
+        if self.plan.same_model:
+            grid = NodeView([self.plan.node_of[0]])
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
         self.expected = len(messages)
         return messages
