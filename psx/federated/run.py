@@ -158,16 +158,17 @@ def _simulate(cfg: DictConfig, setup: ClientSetup, local: ClientData, rounds: Ro
     start_ray_keeping_signal_handlers(ray_args)
     # psx prints one line per round instead of Flower's dozen (and its notice that run_simulation,
     # the in-process entry point psx needs, will give way to `flwr run`); errors still show.
-    quiet = {name: logging.getLogger(name) for name in ("flwr",)}
-    levels = {name: logger.level for name, logger in quiet.items()}
-    for logger in quiet.values():
-        logger.setLevel(logging.ERROR)
+    flower_log = logging.getLogger("flwr")
+    level = flower_log.level
+    flower_log.setLevel(logging.ERROR)
     try:
         run_simulation(server_app=app, client_app=FederatedClient(setup).app(), num_supernodes=fed.clients,
                        backend_config=backend)
     finally:
-        for name, logger in quiet.items():
-            logger.setLevel(levels[name])
+        flower_log.setLevel(level)
+        import ray
+
+        ray.shutdown()  # Flower shuts Ray down at its end; this covers a start that failed before it
 
 
 def start_ray_keeping_signal_handlers(ray_args: dict[str, Any]) -> None:
