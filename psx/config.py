@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from psx.errors import PsxError
+from psx.federated.schema import FederatedSchema, check_federated
 from psx.models.family import family_named, from_before_arms
 
 
@@ -177,7 +178,7 @@ DATASET_SCHEMAS: Dict[str, type] = {
 LOGGER_SCHEMAS: Dict[str, type] = {
     "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
 }
-TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
+TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths", "federated"}
 
 
 def _checked(section: Any, schema: Any, where: str) -> DictConfig:
@@ -240,6 +241,9 @@ def validate(cfg: DictConfig) -> None:
     _check_dataset(dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
+    if cfg.get("federated") is not None:  # configs saved before the group existed have none
+        federated = OmegaConf.create(OmegaConf.to_container(cfg.federated, resolve=True))  # partition_seed: ${seed}
+        check_federated(_checked(federated, FederatedSchema, "federated"), dataset.train_size)
 
 
 def _check_dataset(dataset: DictConfig) -> None:
