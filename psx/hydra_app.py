@@ -7,7 +7,14 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from psx.data.registry import register_schemas as register_dataset_schemas
+
 CONFIG_NAME = "config"
+
+# The schemas conf/dataset/*.yaml extend (through their defaults lists) must be in Hydra's
+# ConfigStore before any composition, in this process and in every launcher's worker (which
+# imports this module to unpickle hydra_train).
+register_dataset_schemas()
 
 
 def config_dir() -> Path:

@@ -3,7 +3,7 @@ import json
 import socket
 
 import pytest
-from conftest import MNIST_LAYOUT, copy_into
+from conftest import copy_into
 
 
 def one_error_line(result, message):
@@ -64,7 +64,7 @@ def test_offline_download_names_the_set_the_folder_and_what_to_do(psx, tmp_path)
 
 
 def test_data_list_and_download_from_placed_files(psx, tmp_path):
-    root = copy_into(tmp_path / "data", MNIST_LAYOUT)
+    root = copy_into(tmp_path / "data", "mnist")
     listed = psx("data", "list", extra_env={"PSX_DATA_DIR": str(root)})
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[2:]}
@@ -79,8 +79,8 @@ def test_data_list_and_download_from_placed_files(psx, tmp_path):
     one_error_line(psx("data", "download", "nope"), "unknown data set 'nope'")
 
 
-def test_mnist_run_and_sweep_end_to_end(psx, data_root):
-    env = {"PSX_DATA_DIR": str(data_root)}
+def test_mnist_run_and_sweep_end_to_end(psx, mnist_root):
+    env = {"PSX_DATA_DIR": str(mnist_root)}
     # Small and single-threaded: keeps the suite fast on 2 shared cores (torch threads collapse under contention).
     small = ["trainer.epochs=1", "model.channels=[8,16]", "dataset.val_size=1000", "device.num_threads=1"]
     one = psx("train", "dataset=mnist", "dataset.train_size=300", *small, extra_env=env)
