@@ -318,6 +318,9 @@ def _composition_error(e: Exception) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         return f"unknown config key '{unknown.group(1)}' (see `psx train --help` for the keys)"
+    cause, key = e.__cause__, getattr(e.__cause__, "full_key", None)
+    if cause is not None and key:  # a value the typed schema rejects, e.g. dataset.val_size=abc
+        return f"invalid {key}: {str(cause).splitlines()[0].strip()}"
     return _one_line(e)
 
 

@@ -166,3 +166,10 @@ def test_missing_real_data_skips_naming_what_to_put_where_and_fails_in_ci(tmp_pa
     for name, _ in dataset_entry("ptb").source.files:
         (tmp_path / "PennTreebank" / name).write_text("a b\n")  # the user's folder is used as it is
     assert conftest.real_files("ptb") == {name: tmp_path / "PennTreebank" / name for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")}
+
+
+def test_a_value_the_typed_schema_rejects_is_one_line_naming_the_key():
+    from psx.cli import compose_checked
+
+    with pytest.raises(PsxError, match=r"^invalid dataset.val_size: Value 'abc' of type 'str' could not be converted to Integer$"):
+        compose_checked(["dataset=mnist", "dataset.val_size=abc"])
