@@ -116,7 +116,7 @@ class FewDigitsConfig(digits.DigitsConfig):
 DATASETS = [DatasetEntry("few_digits", FewDigitsConfig, digits.spec, digits.build, "digits, 100 for validation",
                          check=digits.check)]
 '''
-NEW_YAML = "defaults:\n  - few_digits_schema\n  - _self_\n\nname: few_digits\ntest_size: 300\n"
+NEW_YAML = "defaults:\n  - /schema/dataset/few_digits@_here_\n  - _self_\n\nname: few_digits\ntest_size: 300\n"
 
 
 @pytest.fixture

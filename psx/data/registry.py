@@ -41,20 +41,19 @@ def dataset_entry(name: Any) -> DatasetEntry:
     return known[name]
 
 
-def schema_name(name: str) -> str:
-    """The name a data set's schema has in Hydra's ConfigStore: conf/dataset/<name>.yaml lists it first in its
-    defaults (Hydra's "structured config schema for YAML files" pattern)."""
-    return f"{name}_schema"
+SCHEMA_GROUP = "schema/dataset"
 
 
 def register_schemas() -> None:
-    """Store every data set's config dataclass in Hydra's ConfigStore (group `dataset`); must run
-    before Hydra composes a config (psx.hydra_app does it on import)."""
+    """Store every data set's config dataclass in Hydra's ConfigStore as schema/dataset/<name>, which
+    conf/dataset/<name>.yaml lists first in its defaults (`- /schema/dataset/<name>@_here_`, Hydra's
+    "structured config schema for YAML files" pattern, in a group of its own so the schemas are not
+    offered as `dataset=` options). Must run before Hydra composes: psx.hydra_app does it on import."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for entry in entries().values():
-        store.store(group="dataset", name=schema_name(entry.name), node=entry.config)
+        store.store(group=SCHEMA_GROUP, name=entry.name, node=entry.config)
 
 
 def check(cfg: Any) -> Any:

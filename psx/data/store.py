@@ -1,5 +1,5 @@
-"""The data folder: which files each downloadable set needs, fetching and verifying them, and
-psx's decoded cache beside them.
+"""The data folder: fetching and verifying the files a downloadable set needs (its Source, declared
+in its module in psx/data/sets/), and psx's decoded cache beside them.
 
 Layout under the data folder (`paths.data_dir`, env PSX_DATA_DIR) is the one torchvision and
 torchtext use, so a folder they already filled works as is:
