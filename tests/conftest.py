@@ -79,21 +79,21 @@ PTB_LAYOUT = "ptb"
 
 
 @pytest.fixture(scope="session")
-def shared_data_root(tmp_path_factory):
+def session_data_root(tmp_path_factory):
     """One writable data folder for the whole session; the fixtures below copy their set into it once."""
     return tmp_path_factory.mktemp("psx-data")
 
 
 @pytest.fixture(scope="session")
-def mnist_root(shared_data_root):
+def mnist_root(session_data_root):
     """A data folder holding MNIST (decoded once, then cached); skips without MNIST."""
-    return copy_into(shared_data_root, "mnist") if not (shared_data_root / "MNIST").is_dir() else shared_data_root
+    return copy_into(session_data_root, "mnist")
 
 
 @pytest.fixture(scope="session")
-def ptb_root(shared_data_root):
+def ptb_root(session_data_root):
     """A data folder holding Penn Treebank; skips without it."""
-    return copy_into(shared_data_root, "ptb") if not (shared_data_root / "PennTreebank").is_dir() else shared_data_root
+    return copy_into(session_data_root, "ptb")
 
 
 @pytest.fixture(scope="session")
