@@ -48,7 +48,8 @@ def resolve_device(cfg: DictConfig, job_num: int | None = None, parallel_jobs: i
     else:
         _THREADS = choose_threads(parallel_jobs)
     torch.set_num_threads(_THREADS.threads)
-    log.info("torch threads: %d (%s; device.num_threads sets it)", _THREADS.threads, _THREADS.reason)
+    how = "" if cfg.num_threads is not None else "; device.num_threads sets it"
+    log.info("torch threads: %d (%s%s)", _THREADS.threads, _THREADS.reason, how)
     if kind == "cuda" and job_num is not None and torch.cuda.device_count() > 1:
         return torch.device("cuda", job_num % torch.cuda.device_count())
     return torch.device(kind)
