@@ -4,8 +4,8 @@ torch's default is the machine's core count. A SLURM job with `--cpus-per-task=2
 the scheduler binds no CPUs (task/none), or a container held to two CPUs by a cgroup quota, would
 then run as many threads as the node has cores and fight its neighbours for them. And intra-op
 threads meet at a barrier after every operation: when another process holds one of the cores,
-each small operation waits for that core's next time slice, so a digits run on two busy cores
-took 10-15x as long with two threads as with one. So by default psx takes the smallest of
+each small operation waits for that core's next time slice, and a small model trains many times
+slower with two threads than with one (README, Speed). So by default psx takes the smallest of
 torch's default, the CPU affinity, SLURM_CPUS_PER_TASK and the cgroup's CPU quota, and then
 leaves out the cores that other processes kept busy since this module was imported (measured
 from /proc/stat, minus this process's own CPU time), never going below one thread.

@@ -21,7 +21,7 @@ same run, on the same machine (medians of several repeats).
             both cores through torch's threads.
   busy      `psx train` on digits beside two CPU-bound processes, all held to the same two CPUs:
             psx's default threads vs device.num_threads=1 beside the same load (target <= 2x; torch's
-            own default took 10-15x), and vs the same command on the two idle CPUs.
+            own default threads were many times slower), and vs the same command on the two idle CPUs.
   options   psx's GPU options, each alone and all together, against psx without them in the same
             run (fp32, data on the host copied per batch through pinned memory, eager,
             deterministic): data resident on the device, cudnn.benchmark, bf16 and fp16 autocast,
@@ -353,8 +353,8 @@ def timed_on(cpus, args, cwd):
 
 def busy_machine(quick):
     """Whole `psx train` runs (default: cnn_shared on digits) on two CPUs, idle and beside two
-    CPU-bound processes on the same two CPUs. Torch's default threads made the busy run 10-15x
-    slower than device.num_threads=1 (issue 16); psx's default must stay within 2x of it."""
+    CPU-bound processes on the same two CPUs. Torch's default threads made the busy run many
+    times slower than device.num_threads=1; psx's default must stay within 2x of it."""
     cpus = two_cpus()
     if cpus is None:
         return [], ["# busy: needs two CPUs, skipped"]
