@@ -13,9 +13,10 @@ import yaml
 from tests.conftest import run_psx
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
 
-# Small, single-threaded jobs: two run side by side on a 2-CPU node.
+# Small jobs of one CPU each (so one torch thread: psx takes SLURM_CPUS_PER_TASK): two run side by
+# side on a 2-CPU node.
 SMALL_JOB = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-             "hydra.launcher.poll_s=0.5", "device.num_threads=1"]
+             "hydra.launcher.poll_s=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,8 @@ def test_four_job_sweep_on_slurm_has_the_basic_launchers_metrics(slurm, tmp_path
     expected, got = summaries(tmp_path / "basic"), summaries(tmp_path / "slurm")
     assert len(got) == 4 and {s["status"] for s in got.values()} == {"completed"}
     assert {n: s["metrics"] for n, s in got.items()} == {n: s["metrics"] for n, s in expected.items()}
-    assert all(s["torch_threads"] == 1 for s in got.values())
+    assert all(s["torch_threads"] == 1 and s["torch_threads_reason"].startswith("1 CPUs (SLURM_CPUS_PER_TASK)")
+               for s in got.values())
 
 
 @pytest.mark.slow
