@@ -22,7 +22,7 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
+from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
 from psx.atomic import write_json_atomic
 from psx.errors import PsxError, StopRequested
 from psx.federated.schema import is_federated
@@ -238,6 +238,7 @@ def prepare_device(cfg: DictConfig, summary: dict[str, Any]) -> torch.device:
     device = resolve_device(cfg.device, **parallel_context())
     summary["device"] = str(device)
     summary["torch_threads"] = torch.get_num_threads()
+    summary["torch_threads_reason"] = thread_reason()
     torch.manual_seed(cfg.seed)
     configure_backends(cfg.trainer.deterministic)
     summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()
