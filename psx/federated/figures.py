@@ -20,19 +20,24 @@ COLUMNS = (("round", "test/acc", "test accuracy, whole test set"),
            ("comm/bytes", "test/acc/client_mean", "test accuracy, own distribution, vs bytes sent"))
 
 
-def load_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(federated rounds: one row per run and round, centralised runs: one row per run)."""
+def load_runs(run_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(federated rounds: one row per run and round, centralised runs: one row per run), from the
+    completed runs among run_dirs; a run whose files cannot be read is left out (`psx report`
+    lists such runs with the reason)."""
     rounds, central = [], []
-    for summary_file in sorted(root.rglob("summary.json")):
-        summary = json.loads(summary_file.read_text())
-        if summary.get("status") != "completed":
+    for run_dir in run_dirs:
+        try:
+            summary = json.loads((Path(run_dir) / "summary.json").read_text())
+            if summary.get("status") != "completed":
+                continue
+            federated = summary.get("federated") or {}
+            split = _split_label(federated) if federated else _split_from_overrides(summary.get("overrides") or [])
+            if not federated:
+                central.append({"split": split, "seed": summary["seed"], "test/acc": summary["metrics"]["test/acc"]})
+                continue
+            metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pd.errors.ParserError):
             continue
-        federated = summary.get("federated") or {}
-        split = _split_label(federated) if federated else _split_from_overrides(summary.get("overrides") or [])
-        if not federated:
-            central.append({"split": split, "seed": summary["seed"], "test/acc": summary["metrics"]["test/acc"]})
-            continue
-        metrics = pd.read_csv(summary_file.parent / "metrics.csv")
         metrics["arm"], metrics["split"], metrics["seed"] = federated["name"], split, summary["seed"]
         rounds.append(metrics)
     return (pd.concat(rounds, ignore_index=True) if rounds else pd.DataFrame()), pd.DataFrame(central)
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", type=Path, help="a sweep folder (or any folder of run folders)")
     parser.add_argument("-o", "--out", type=Path, default=None, help="PNG path (default: <runs>/federated.png)")
     args = parser.parse_args(argv)
-    rounds, central = load_runs(args.runs)
+    rounds, central = load_runs(sorted(p.parent for p in args.runs.rglob("summary.json")))
     if rounds.empty:
         parser.error(f"no completed federated runs under {args.runs}")
     print(plot(rounds, central, args.out or args.runs / "federated.png"))
