@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psx.data.spec import MULTITASK, TOKENS, DataSpec, Tokens
+from psx.data.spec import MULTITASK, TOKENS, DataSpec
+from psx.data.tensors import Tokens
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -22,7 +22,7 @@ from torch import nn
 
 from psx.checkpoint import save_checkpoint
 from psx.device import check_precision
-from psx.data.spec import Data
+from psx.data.tensors import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
 from psx.progress import Progress

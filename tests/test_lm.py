@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from psx.data.spec import TOKENS, DataSpec, Tokens
+from psx.data.spec import TOKENS, DataSpec
+from psx.data.tensors import Tokens
 from psx.errors import PsxError
 from psx.models import build_model, param_counts
 from psx.models.families.cnn import CNNConfig

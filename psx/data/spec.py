@@ -20,15 +20,3 @@ class DataSpec:
     tasks: tuple[str, ...] = ()   # multitask: the name of each column of y, e.g. ("left", "right")
     vocab_size: Optional[int] = None  # tokens
     seq_len: Optional[int] = None     # tokens: the bptt window length
-
-
-_TENSOR_CLASSES = ("Standardize", "Split", "Tokens", "Data")
-
-
-def __getattr__(name: str):
-    # Data, Split, Tokens and Standardize used to live here; they import torch, so they load on first use.
-    if name in _TENSOR_CLASSES:
-        from psx.data import tensors
-
-        return getattr(tensors, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from psx.checkpoint import save_checkpoint
-from psx.data.spec import Split
+from psx.data.tensors import Split
 from psx.federated.local import per_class_counts, train_locally
 
 PARTITION_KEY = "partition-id"  # set by Flower's simulation engine (node_config) for each SuperNode

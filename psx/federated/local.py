@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from psx.data.spec import Split
+from psx.data.tensors import Split
 from psx.errors import PsxError
 from psx.trainer import make_optimizer
 

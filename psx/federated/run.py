@@ -29,7 +29,7 @@ from flwr.simulation import run_simulation  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch import nn  # noqa: E402
 
-from psx.data.spec import Data  # noqa: E402
+from psx.data.tensors import Data  # noqa: E402
 from psx.device import available_cpus  # noqa: E402
 from psx.errors import PsxError  # noqa: E402
 from psx.federated.client import PARTITION_KEY, ClientData, ClientSetup, FederatedClient  # noqa: E402

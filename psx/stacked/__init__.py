@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, vmap
 
-from psx.data.spec import Data, DataSpec
+from psx.data.spec import DataSpec
+from psx.data.tensors import Data
 from psx.errors import PsxError
 from psx.models import build_model
 from psx.models.transfer import freeze, load_matching_weights

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from psx.data.spec import Data
+from psx.data.tensors import Data
 from psx.errors import PsxError
 from psx.progress import Progress
 from psx.stacked.checkpoints import seed_checkpoint
