@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_psx
+from conftest import run_psx
 
 # Ray 2.x writes an authentication token under the home folder unless told not to; a local test
 # cluster needs none. No dashboard: it only slows the start.

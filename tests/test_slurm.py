@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_psx
-from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+from conftest import run_psx
+from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 # Small jobs of one CPU each (so one torch thread: psx takes SLURM_CPUS_PER_TASK): two run side by
 # side on a 2-CPU node.
@@ -37,7 +37,7 @@ def summaries(sweep: Path) -> dict[int, dict]:
 
 
 def start_sweep(slurm, cwd: Path, *overrides: str) -> subprocess.Popen:
-    from tests.conftest import psx_executable
+    from conftest import psx_executable
 
     return subprocess.Popen([psx_executable(), "train", "-m", *SMALL_JOB, *overrides], cwd=cwd, env=slurm.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from psx.threads import cgroup_cpu_quota, choose_threads
-from tests.conftest import psx_executable
+from conftest import psx_executable
 
 TWO_CPUS = set(sorted(os.sched_getaffinity(0))[:2]) if hasattr(os, "sched_getaffinity") else set()
 
