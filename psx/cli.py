@@ -149,13 +149,16 @@ def inspect_command(args: list[str]) -> int:
         print("usage: psx inspect [overrides]   e.g. psx inspect model=rnn_unshared dataset=digits")
         return 0
     try:
-        cfg = compose_checked([a for a in args if not a.startswith("-")])
-        from psx.data import build_data
+        cfg = next(_composed("config", [[a for a in args if not a.startswith("-")]]))
+        import torch
+
+        from psx.data import describe
         from psx.inspect import print_inspection
         from psx.models import build_model
 
-        spec = build_data(cfg.dataset, data_dir=cfg.paths.data_dir).spec
-        model = build_model(cfg.model, spec)
+        spec = describe(cfg.dataset)  # the shapes alone: no data read, nothing downloaded
+        with torch.device("meta"):  # parameters without storage: any size inspects instantly
+            model = build_model(cfg.model, spec)
     except PsxError as e:
         fail(str(e))
     print_inspection(model, f"{cfg.model.name} on {spec.name} {spec.input_shape}", cfg.model)
