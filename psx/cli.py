@@ -1,7 +1,5 @@
-"""`psx` entry point: subcommand dispatch and one-line errors.
-
-`psx --help` and `psx --version` import neither torch nor Hydra, so they answer instantly.
-"""
+"""`psx` entry point: subcommand dispatch and one-line errors. `psx --help` and `psx --version`
+import neither torch nor Hydra, so they answer instantly."""
 from __future__ import annotations
 
 import os
@@ -73,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 def train_command(args: list[str]) -> int:
     from psx.errors import PsxError
     from psx.hydra_app import hydra_arguments
+    from psx.rerun import nothing_left_to_run
 
     parsed = hydra_arguments(args)
     only_shows_something = (parsed.help or parsed.hydra_help or parsed.version or parsed.cfg or parsed.info
@@ -82,6 +81,8 @@ def train_command(args: list[str]) -> int:
         try:
             args = continued_run_arguments(args, parsed)
             parsed = hydra_arguments(args)
+            if parsed.multirun and nothing_left_to_run(_parse_overrides(parsed.overrides)):
+                return 0
             # A joblib sweep's workers may still be warming up while Hydra composes the jobs: the
             # launcher's own joblib call runs its jobs in the same pool, after that warm-up.
             workers = preflight(parsed.overrides, parsed.multirun, parsed.config_name or "config")
