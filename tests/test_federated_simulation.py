@@ -36,7 +36,7 @@ def test_fedavg_on_four_simulated_clients_learns(psx):
 
     from psx.federated.figures import load_runs, plot
 
-    rounds, central = load_runs(psx.cwd / "outputs")
+    rounds, central = load_runs(sorted(p.parent for p in (psx.cwd / "outputs").rglob("summary.json")))
     assert list(rounds["arm"]) == ["fedavg", "fedavg"] and central.empty
     figure = plot(rounds, central, psx.cwd / "federated.png")
     assert figure.stat().st_size > 10_000
