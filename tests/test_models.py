@@ -200,7 +200,7 @@ def test_fractional_unshared_equivalents_stay_fractional(hashed_family):
     model.parameter_reuse = lambda: {"weight": 2.5}
     assert param_counts(model)["params/unshared_equiv"] == 24 * 2.5 + 90
     model.parameter_reuse = lambda: {"weight": math.nan}
-    with pytest.raises(ValueError, match="positive and finite"):
+    with pytest.raises(ValueError, match="finite and >= 0"):
         param_counts(model)
 
 

@@ -54,9 +54,10 @@ def param_counts(model: "nn.Module") -> dict[str, float]:
     unknown = set(reuse) - {name for name, _ in named}
     if unknown:  # a typo here would silently under-count
         raise ValueError(f"parameter_reuse names unknown parameters: {sorted(unknown)}")
-    bad = {name: times for name, times in reuse.items() if not (math.isfinite(times) and times > 0)}
+    # 0 is allowed: a soft layer's shared filter, which its locally connected twin does not have.
+    bad = {name: times for name, times in reuse.items() if not (math.isfinite(times) and times >= 0)}
     if bad:
-        raise ValueError(f"parameter_reuse must be positive and finite: {bad}")
+        raise ValueError(f"parameter_reuse must be finite and >= 0: {bad}")
     return {
         "params/unique": sum(p.numel() for _, p in named),
         "params/unshared_equiv": _whole(sum(p.numel() * reuse.get(name, 1) for name, p in named)),
