@@ -241,3 +241,41 @@ def test_a_fit_resumed_across_the_untie_epoch_ends_as_the_unbroken_one(untie_set
     resumed = fit(cfg, data, task, tmp_path / "stopped.pt", resume=state)
     assert (resumed.best_epoch, resumed.best_val, resumed.test) == (unbroken.best_epoch, unbroken.best_val, unbroken.test)
     assert without_timings(resumed.history) == without_timings(unbroken.history)
+
+
+TOKENS = DataSpec("ptb", (), 50, kind="tokens", vocab_size=50, seq_len=12)
+
+
+def transformer(**overrides):
+    from psx.models.families.transformer import TransformerConfig
+
+    config = TransformerConfig(name="t", arm="unshared", layers=2, hidden_size=16, heads=4, feedforward_size=32,
+                               dropout=0.0, **overrides)
+    return config, built(config, TOKENS)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_kv_heads_share_keys_and_values_with_exact_counts(kv_heads):
+    config, model = transformer(kv_heads=kv_heads)
+    _, ordinary = transformer()
+    saved_per_layer = 2 * (4 - kv_heads) * (16 // 4) * (16 + 1)  # key and value rows, weights and biases
+    assert counts(config, TOKENS)["params/unique"] == sum(p.numel() for p in ordinary.parameters()) - 2 * saved_per_layer
+    logits, _ = model(torch.randint(0, 50, (12, 3)))
+    logits.square().mean().backward()
+    assert logits.shape == (12, 3, 50)
+
+
+def test_kv_heads_equal_to_heads_is_the_lm_with_pytorchs_encoder_layers():
+    """The LM built its blocks from nn.TransformerEncoderLayer before kv_heads: same weights, same outputs."""
+    _, model = transformer()
+    reference = built(transformer()[0], TOKENS)
+    reference.blocks = nn.ModuleList(nn.TransformerEncoderLayer(16, 4, 32, 0.0, norm_first=True) for _ in range(2))
+    reference.load_state_dict(model.state_dict())
+    model.eval(), reference.eval()
+    tokens = torch.randint(0, 50, (12, 3))
+    assert torch.equal(model(tokens)[0], reference(tokens)[0])
+
+
+def test_kv_heads_must_divide_heads():
+    with pytest.raises(PsxError, match="must divide model.heads"):
+        transformer(kv_heads=3)

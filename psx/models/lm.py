@@ -18,6 +18,7 @@ from torch import nn
 
 from psx.data.spec import TOKENS, DataSpec
 from psx.errors import PsxError
+from psx.models.attention import TransformerBlock
 from psx.models.families.lm import LSTMLMConfig
 from psx.models.families.transformer import TransformerConfig
 
@@ -87,7 +88,8 @@ class TransformerLanguageModel(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
         def block():
-            return nn.TransformerEncoderLayer(cfg.hidden_size, cfg.heads, cfg.feedforward_size, cfg.dropout, norm_first=True)
+            # With kv_heads = heads, TransformerBlock is nn.TransformerEncoderLayer(norm_first=True) bit for bit.
+            return TransformerBlock(cfg.hidden_size, cfg.heads, cfg.feedforward_size, cfg.dropout, kv_heads=cfg.kv_heads)
 
         if self.share_layers:
             self.block = block()  # the same weights at every depth
