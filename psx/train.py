@@ -22,9 +22,10 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
+from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
 from psx.atomic import write_json_atomic
 from psx.errors import PsxError, StopRequested
+from psx.federated.schema import is_federated
 from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import arm_fields, build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
@@ -174,10 +175,10 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
         cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
     )
     config = OmegaConf.to_container(cfg, resolve=True)
-    trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=job.loggers.log_epoch,
-                      checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
+    trainer = make_trainer(cfg, job, checkpoint_path, config)
     with stop_on_signals(trainer):
         result = trainer.fit(model, data, task, resume=resume)
+    summary.update(getattr(result, "summary", {}))  # a federated run's own fields (comm/bytes, ...)
     summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
     # The finished run keeps only what transfer and inspection need: the selected weights.
     save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
@@ -188,6 +189,16 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
         task.selection_metric, result.test[task.selection_metric], job.run_dir,
     )
     return result.best_val[task.selection_metric]
+
+
+def make_trainer(cfg: DictConfig, job: JobRecord, checkpoint_path: Path, config: dict[str, Any]):
+    """psx's Trainer, or the same fit on Flower when clients share the model through a server."""
+    if is_federated(cfg):
+        from psx.federated.run import FederatedTrainer
+
+        return FederatedTrainer(cfg, job.loggers.log_epoch, checkpoint_path, {"config": config})
+    return Trainer(cfg.trainer, cfg.seed, on_epoch=job.loggers.log_epoch,
+                   checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
 
 
 @contextmanager
@@ -227,6 +238,7 @@ def prepare_device(cfg: DictConfig, summary: dict[str, Any]) -> torch.device:
     device = resolve_device(cfg.device, **parallel_context())
     summary["device"] = str(device)
     summary["torch_threads"] = torch.get_num_threads()
+    summary["torch_threads_reason"] = thread_reason()
     torch.manual_seed(cfg.seed)
     configure_backends(cfg.trainer.deterministic)
     summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()
