@@ -279,3 +279,19 @@ def test_kv_heads_equal_to_heads_is_the_lm_with_pytorchs_encoder_layers():
 def test_kv_heads_must_divide_heads():
     with pytest.raises(PsxError, match="must divide model.heads"):
         transformer(kv_heads=3)
+
+
+def test_inspect_names_the_kind_of_sharing_of_each_tensor():
+    from psx.inspect import parameter_rows
+
+    soft = {r["name"]: r for r in parameter_rows(built(CNNConfig(name="s", arm="soft", channels=[4], hidden=[]), DIGITS))}
+    assert soft["features.0.weight"]["kind"] == "soft: shared W" and soft["features.0.weight"]["reuse"] == 0
+    assert soft["features.0.offset"]["kind"] == "soft: offsets D_p"
+    hashed = built(HashedConfig(name="h", arm="hashed", hidden=[16], compression=0.125), DIGITS)
+    rows = {r["name"]: r for r in parameter_rows(hashed)}
+    assert rows["net.1.buckets"]["kind"] == "hashed 16x64" and rows["net.1.buckets"]["reuse"] == pytest.approx(8)
+    mtl = {r["name"]: r["kind"] for r in parameter_rows(built(MTLConfig(name="m", arm="soft", channels=[4]), PAIRS))}
+    assert mtl["networks.left.features.0.weight"] == "soft-tied: right" and mtl["networks.left.head.0.weight"] == ""
+    frozen = built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[]), DIGITS)
+    frozen.features.requires_grad_(False)
+    assert {r["name"]: r["kind"] for r in parameter_rows(frozen)}["features.0.weight"] == "frozen"

@@ -62,6 +62,13 @@ class MultiTaskCNN(nn.Module):
         pairs = [pair_penalty(a, b) for i, a in enumerate(trunks) for b in trunks[i + 1:]]
         return self.strength * torch.stack(pairs).sum()
 
+    def parameter_kinds(self) -> dict[str, str]:
+        """For psx inspect: the soft arm's trunk tensors, each pulled towards its twins in the other tasks."""
+        if self.schedule is None:
+            return {}
+        return {f"networks.{task}.features.{name}": f"soft-tied: {', '.join(o for o in self.tasks if o != task)}"
+                for task in self.tasks for name, _ in self.networks[task].features.named_parameters()}
+
     def on_epoch_start(self, epoch: int) -> bool:
         if self.schedule is not None:
             self.strength = self.schedule.at(epoch - 1)
