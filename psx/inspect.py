@@ -14,6 +14,8 @@ def parameter_rows(model: nn.Module) -> list[dict]:
     e.g. a hashed layer's buckets), other names of it, and its kind of sharing (or "frozen")."""
     reuse = model.parameter_reuse() if hasattr(model, "parameter_reuse") else {}
     kinds = sharing_kinds(model)
+    # Beside a frozen backbone, what trains is what each task adds (adapters, LoRA, its classifier).
+    per_task = "per task" if any(not p.requires_grad for p in model.parameters()) else ""
     aliases: dict[int, list[str]] = defaultdict(list)
     for name, p in model.named_parameters(remove_duplicate=False):
         aliases[id(p)].append(name)
@@ -26,7 +28,7 @@ def parameter_rows(model: nn.Module) -> list[dict]:
             "reuse": reuse.get(name, 1),
             "shared_with": [alias for alias in aliases[id(p)] if alias != name],
             "trainable": p.requires_grad,
-            "kind": kinds.get(name, "") if p.requires_grad else "frozen",
+            "kind": kinds.get(name, per_task) if p.requires_grad else "frozen",
         })
     return rows
 

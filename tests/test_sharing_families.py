@@ -295,3 +295,54 @@ def test_inspect_names_the_kind_of_sharing_of_each_tensor():
     frozen = built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[]), DIGITS)
     frozen.features.requires_grad_(False)
     assert {r["name"]: r["kind"] for r in parameter_rows(frozen)}["features.0.weight"] == "frozen"
+
+
+@pytest.mark.parametrize("adapter", ["head", "bottleneck", "lora"])
+def test_a_fresh_adapter_leaves_the_backbone_unchanged_and_only_the_task_tensors_train(adapter):
+    backbone = built(CNNConfig(name="c", arm="shared", channels=[4, 8], hidden=[16]), MNIST)
+    config = CNNConfig(name="c", arm="shared", channels=[4, 8], hidden=[16], adapter=adapter, adapter_size=2,
+                       init_from="backbone")
+    adapted = built(config, MNIST, seed=1)
+    missing = adapted.load_state_dict(backbone.state_dict(), strict=False).missing_keys
+    assert all(".adapter." in key or ".lora." in key for key in missing)
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(adapted(x), backbone(x), rtol=1e-5, atol=1e-6)
+    trained = {name for name, p in adapted.named_parameters() if p.requires_grad}
+    task_tensors = {"head.2.weight", "head.2.bias"} | set(missing)
+    assert trained == task_tensors
+    summary = sharing_summary(adapted, config)
+    assert summary["params/added_per_task"] == summary["params/trainable"] == sum(
+        p.numel() for name, p in adapted.named_parameters() if name in task_tensors)
+    forward_backward(adapted, MNIST)  # the frozen tensors get no gradient: forward_backward checks trainable ones
+    assert all(p.grad is None for p in adapted.parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
+def test_a_transformer_with_fresh_adapters_computes_its_backbone(adapter):
+    _, backbone = transformer()
+    config, adapted = transformer(adapter=adapter, adapter_size=2)
+    adapted.load_state_dict(backbone.state_dict(), strict=False)
+    backbone.eval(), adapted.eval()
+    tokens = torch.randint(0, 50, (12, 3))
+    torch.testing.assert_close(adapted(tokens)[0], backbone(tokens)[0], rtol=1e-5, atol=1e-6)
+    assert all((".adapter." in n or "lora" in n) for n, p in adapted.named_parameters() if p.requires_grad)
+
+
+def test_mnist_domains_are_mnist_made_another_way_deterministically(tmp_path):
+    from psx.data import build_data
+
+    pytest.importorskip("torchvision")
+    import os
+
+    data_dir = os.environ.get("PSX_DATA_DIR")
+    if not data_dir or not os.path.isdir(os.path.join(data_dir, "MNIST", "raw")):
+        pytest.skip("needs MNIST's files in PSX_DATA_DIR")
+    made = {}
+    for name in ("mnist", "mnist_rotated", "mnist_inverted", "mnist_permuted"):
+        made[name] = build_data(compose_checked([f"dataset={name}", "dataset.train_size=100"]).dataset, data_dir=data_dir)
+    plain = made["mnist"].train.x
+    assert torch.equal(made["mnist_rotated"].train.x, torch.rot90(plain, 1, dims=(2, 3)))
+    assert torch.equal(made["mnist_inverted"].train.x, 255 - plain)
+    permuted = made["mnist_permuted"].train.x.flatten(1)
+    assert torch.equal(permuted.sort(1).values, plain.flatten(1).sort(1).values) and not torch.equal(permuted, plain.flatten(1))
+    assert all(torch.equal(made[n].train.y, made["mnist"].train.y) for n in made)

@@ -83,7 +83,12 @@ def arm_fields(model_cfg: Any) -> dict[str, Any]:
 
 def sharing_summary(model: "nn.Module", model_cfg: Any) -> dict[str, Any]:
     """What summary.json records about a model's sharing: arm_fields, param_counts, and
-    `sharing/ratio` = params/unshared_equiv / params/unique (1.0: nothing shared)."""
+    `sharing/ratio` = params/unshared_equiv / params/unique (1.0: nothing shared); with init_from,
+    `params/added_per_task` (the trainable tensors: a copy of all for full fine-tuning, the head, or
+    the adapters and classifier)."""
     counts = param_counts(model)
     ratio = counts["params/unshared_equiv"] / counts["params/unique"] if counts["params/unique"] else None
+    get = model_cfg.get if hasattr(model_cfg, "get") else lambda key, default=None: getattr(model_cfg, key, default)
+    if get("init_from") is not None:  # adapting a backbone to a task: what the task adds is what it trains
+        counts["params/added_per_task"] = counts["params/trainable"]
     return {**arm_fields(model_cfg), **counts, "sharing/ratio": ratio}

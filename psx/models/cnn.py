@@ -11,6 +11,7 @@ from psx.models.families.cnn import CNNConfig
 from psx.models.locally_connected import LocallyConnected2d, conv_output_size
 from psx.models.mlp import mlp_head
 from psx.models.soft_shared import SoftSharedConv2d, StrengthSchedule, soft_penalty
+from psx.models.task_modules import add_task_modules
 from psx.models.untie import untie_convs
 
 
@@ -62,6 +63,10 @@ class CNN(nn.Module):
                 height, width = height // cfg.pool, width // cfg.pool
         self.features = nn.Sequential(*layers)
         self.head = mlp_head(channels * height * width, list(cfg.hidden), spec.num_classes, cfg.dropout)
+        linears = [f"head.{i}" for i, module in enumerate(self.head) if isinstance(module, nn.Linear)]
+        # Adapters after each conv (over channels); LoRA on the head's hidden layers; each task its own classifier.
+        add_task_modules(self, cfg.adapter, cfg.adapter_size, [f"features.{i}" for i in self.positions], linears[:-1],
+                         torch.zeros(1, *self.input_shape), 1, linears[-1:])
 
     def forward(self, x):
         # Channels-last in both arms: PyTorch's CPU pooling and ReLU are several times faster in it

@@ -21,6 +21,7 @@ from psx.errors import PsxError
 from psx.models.attention import TransformerBlock
 from psx.models.families.lm import LSTMLMConfig
 from psx.models.families.transformer import TransformerConfig
+from psx.models.task_modules import add_task_modules
 
 
 def _check_tokens(name: str, spec: DataSpec) -> None:
@@ -103,6 +104,9 @@ class TransformerLanguageModel(nn.Module):
             self.decoder.weight = self.encoder.weight
         else:
             nn.init.normal_(self.decoder.weight, std=0.02)
+        blocks = ["block"] if self.share_layers else [f"blocks.{i}" for i in range(cfg.layers)]
+        add_task_modules(self, cfg.adapter, cfg.adapter_size, blocks, blocks,
+                         torch.zeros(1, 1, dtype=torch.long), -1, ["decoder"] if cfg.adapter == "head" else [])
 
     def forward(self, tokens: torch.Tensor, state=None):  # (T, B) -> (T, B, V); no state between windows
         length = tokens.shape[0]

@@ -15,6 +15,7 @@ from typing import List, Optional
 from psx.errors import PsxError
 from psx.models.family import Family, ModelConfig, require_positive, require_positive_list
 
+ADAPTERS = ("none", "head", "bottleneck", "lora")
 SCHEDULES = ("constant", "linear", "cosine", "exponential")  # psx.models.soft_shared.SCHEDULE_SHAPES
 
 
@@ -41,12 +42,20 @@ class CNNConfig(ModelConfig):
     hidden: List[int] = field(default_factory=lambda: [128])  # the head's hidden widths
     soft: SoftConfig = field(default_factory=SoftConfig)  # the soft arm's penalty (ignored by the others)
     untie_at: Optional[int] = None  # shared arm: untie every conv at the start of this epoch (>= 2)
+    # Per-task modules on a fixed backbone (with init_from): none (all trains) | head (only the classifier
+    # trains) | bottleneck (after each conv, adapter_size channels) | lora (rank adapter_size, on the head's
+    # hidden layers); with head, bottleneck or lora all else is frozen but the classifier.
+    adapter: str = "none"
+    adapter_size: int = 8
 
 
 def check(config: CNNConfig) -> None:
     require_positive(config, ["kernel_size", "stride", "pool"])
     require_positive_list(config, "channels", allow_empty=False)
     require_positive_list(config, "hidden")
+    if config.adapter not in ADAPTERS:
+        raise PsxError(f"model.adapter={config.adapter!r} is not one of {', '.join(ADAPTERS)}")
+    require_positive(config, ["adapter_size"])
     soft = config.soft
     if soft.schedule not in SCHEDULES:
         raise PsxError(f"model.soft.schedule={soft.schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -57,6 +66,8 @@ def check(config: CNNConfig) -> None:
     if soft.schedule != "constant" and (soft.end is None or soft.epochs is None or soft.epochs < 1):
         raise PsxError(f"model.soft.schedule={soft.schedule} needs model.soft.end (the strength it moves to) "
                        f"and model.soft.epochs >= 1 (over how many epochs)")
+    if config.untie_at is not None and config.adapter != "none":
+        raise PsxError("model.untie_at and model.adapter do not go together (untying replaces the adapted convs)")
     if config.untie_at is not None and (config.arm != "shared" or config.untie_at < 2):
         raise PsxError(f"model.untie_at unties the shared arm's convs at an epoch >= 2 (got {config.untie_at} "
                        f"with arm {config.arm})")

@@ -29,6 +29,8 @@ def needs_tasks(config: ModelConfig, spec) -> str:
 
 def check(config: MTLConfig) -> None:
     check_cnn(config)
+    if config.adapter != "none":
+        raise PsxError("model.adapter adapts a backbone to one task per run; the mtl family trains its tasks together")
     if config.untie_at is not None:
         raise PsxError("model.untie_at unties a CNN's convolutions over space; the mtl family shares across tasks")
     weights: Optional[Dict[str, Any]] = config.task_weights

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from psx.errors import PsxError
+from psx.models.families.cnn import ADAPTERS
 from psx.models.families.lm import needs_tokens
 from psx.models.family import Family, ModelConfig, require_positive
 
@@ -26,6 +27,11 @@ class TransformerConfig(ModelConfig):
     kv_heads: Optional[int] = None  # key/value heads read by the `heads` query heads; None: heads
     feedforward_size: int = 1024
     dropout: float = 0.1
+    # Per-task modules on a fixed backbone (with init_from): none (all trains) | head (only the decoder
+    # trains) | bottleneck (after each block, adapter_size units) | lora (rank adapter_size, on each
+    # block's attention and feed-forward projections); with head, bottleneck or lora all else is frozen.
+    adapter: str = "none"
+    adapter_size: int = 8
 
 
 def check(config: TransformerConfig) -> None:
@@ -34,6 +40,9 @@ def check(config: TransformerConfig) -> None:
         require_positive(config, ["embedding_size"])
     if config.hidden_size % config.heads:
         raise PsxError(f"model {config.name}: hidden_size {config.hidden_size} is not divisible by heads {config.heads}")
+    if config.adapter not in ADAPTERS:
+        raise PsxError(f"model.adapter={config.adapter!r} is not one of {', '.join(ADAPTERS)}")
+    require_positive(config, ["adapter_size"])
     if config.kv_heads is not None and (config.kv_heads < 1 or config.heads % config.kv_heads):
         raise PsxError(f"model.kv_heads={config.kv_heads} must divide model.heads={config.heads} (e.g. {config.heads}, 1, "
                        f"or a divisor between)")
