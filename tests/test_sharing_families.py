@@ -346,3 +346,18 @@ def test_mnist_domains_are_mnist_made_another_way_deterministically(tmp_path):
     permuted = made["mnist_permuted"].train.x.flatten(1)
     assert torch.equal(permuted.sort(1).values, plain.flatten(1).sort(1).values) and not torch.equal(permuted, plain.flatten(1))
     assert all(torch.equal(made[n].train.y, made["mnist"].train.y) for n in made)
+
+
+def test_stacked_training_refuses_models_whose_trainer_hooks_matter():
+    from omegaconf import OmegaConf
+
+    from psx.stacked import stack_reason
+    from psx.tasks import Classification
+
+    trainer = OmegaConf.create({"scheduler": "none", "precision": "fp32", "compile": False, "resume": None})
+    soft = [built(CNNConfig(name="s", arm="soft", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
+    assert "penalty" in stack_reason(trainer, soft, Classification())
+    untie = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[], untie_at=2), DIGITS, seed=s) for s in (0, 1)]
+    assert "untie_at" in stack_reason(trainer, untie, Classification())
+    plain = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
+    assert stack_reason(trainer, plain, Classification()) is None

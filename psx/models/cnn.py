@@ -37,6 +37,8 @@ class CNN(nn.Module):
         self.input_shape, self.untie_at = tuple(spec.input_shape), cfg.untie_at
         self.schedule = strength_schedule(cfg) if cfg.arm == "soft" else None
         self.strength = self.schedule.at(0) if self.schedule else 0.0
+        # The trainer's hooks (regularizer, on_epoch_start) do something: psx.stacked must not train it.
+        self.training_hooks = self.schedule is not None or self.untie_at is not None
         channels, height, width = spec.input_shape
         k, stride = cfg.kernel_size, cfg.stride
         padding = k // 2 if cfg.padding is None else cfg.padding

@@ -36,6 +36,7 @@ class MultiTaskCNN(nn.Module):
         self.tasks, self.shared = list(spec.tasks), cfg.arm == "shared"
         self.schedule = strength_schedule(cfg) if cfg.arm == "soft" else None
         self.strength = self.schedule.at(0) if self.schedule else 0.0
+        self.training_hooks = self.schedule is not None  # the trainer's regularizer hook matters (psx.stacked)
         if self.shared:
             template = _single_task_cnn(cfg, spec)
             self.trunk = template.features
