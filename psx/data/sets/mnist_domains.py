@@ -68,8 +68,8 @@ def build(cfg: ImageSetConfig, data_dir: Optional[Path]):
 DATASETS = [
     DatasetEntry("mnist_rotated", RotatedMNISTConfig, spec, build, "MNIST turned 90 degrees (a task for adapters)",
                  source=MNIST, check=check_image_set),
-    DatasetEntry("mnist_inverted", InvertedMNISTConfig, spec, build, "MNIST with inverted grey levels (a task for adapters)",
-                 source=MNIST, check=check_image_set),
-    DatasetEntry("mnist_permuted", PermutedMNISTConfig, spec, build, "MNIST's pixels in one fixed random order (a task for adapters)",
-                 source=MNIST, check=check_image_set),
+    DatasetEntry("mnist_inverted", InvertedMNISTConfig, spec, build,
+                 "MNIST with inverted grey levels (a task for adapters)", source=MNIST, check=check_image_set),
+    DatasetEntry("mnist_permuted", PermutedMNISTConfig, spec, build,
+                 "MNIST's pixels in one fixed random order (a task for adapters)", source=MNIST, check=check_image_set),
 ]
