@@ -1,5 +1,6 @@
 """The sharing methods as families, in-process: soft (cnn_soft, mtl_soft), dynamic (untie_at, the
-strength schedule), hashed (mlp/cnn, the equal-size baseline); exact counts and equivalences."""
+strength schedule), hashed (mlp/cnn, the equal-size baseline); exact counts and equivalences.
+kv_heads and adapters: test_kv_heads_and_adapters.py."""
 import math
 
 import pytest
@@ -16,8 +17,6 @@ from psx.models.families.cnn import CNNConfig, SoftConfig
 from psx.models.families.hashed import HashedConfig
 from psx.models.families.mtl import MTLConfig
 from psx.models.hashed import HashedConv2d, HashedLinear
-from psx.models.locally_connected import LocallyConnected2d
-from psx.models.soft_shared import SoftSharedConv2d
 from psx.tasks import task_for
 from psx.trainer import Trainer
 
@@ -243,42 +242,19 @@ def test_a_fit_resumed_across_the_untie_epoch_ends_as_the_unbroken_one(untie_set
     assert without_timings(resumed.history) == without_timings(unbroken.history)
 
 
-TOKENS = DataSpec("ptb", (), 50, kind="tokens", vocab_size=50, seq_len=12)
+def test_stacked_training_refuses_models_whose_trainer_hooks_matter():
+    from omegaconf import OmegaConf
 
+    from psx.stacked import stack_reason
+    from psx.tasks import Classification
 
-def transformer(**overrides):
-    from psx.models.families.transformer import TransformerConfig
-
-    config = TransformerConfig(name="t", arm="unshared", layers=2, hidden_size=16, heads=4, feedforward_size=32,
-                               dropout=0.0, **overrides)
-    return config, built(config, TOKENS)
-
-
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_kv_heads_share_keys_and_values_with_exact_counts(kv_heads):
-    config, model = transformer(kv_heads=kv_heads)
-    _, ordinary = transformer()
-    saved_per_layer = 2 * (4 - kv_heads) * (16 // 4) * (16 + 1)  # key and value rows, weights and biases
-    assert counts(config, TOKENS)["params/unique"] == sum(p.numel() for p in ordinary.parameters()) - 2 * saved_per_layer
-    logits, _ = model(torch.randint(0, 50, (12, 3)))
-    logits.square().mean().backward()
-    assert logits.shape == (12, 3, 50)
-
-
-def test_kv_heads_equal_to_heads_is_the_lm_with_pytorchs_encoder_layers():
-    """The LM built its blocks from nn.TransformerEncoderLayer before kv_heads: same weights, same outputs."""
-    _, model = transformer()
-    reference = built(transformer()[0], TOKENS)
-    reference.blocks = nn.ModuleList(nn.TransformerEncoderLayer(16, 4, 32, 0.0, norm_first=True) for _ in range(2))
-    reference.load_state_dict(model.state_dict())
-    model.eval(), reference.eval()
-    tokens = torch.randint(0, 50, (12, 3))
-    assert torch.equal(model(tokens)[0], reference(tokens)[0])
-
-
-def test_kv_heads_must_divide_heads():
-    with pytest.raises(PsxError, match="must divide model.heads"):
-        transformer(kv_heads=3)
+    trainer = OmegaConf.create({"scheduler": "none", "precision": "fp32", "compile": False, "resume": None})
+    soft = [built(CNNConfig(name="s", arm="soft", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
+    assert "penalty" in stack_reason(trainer, soft, Classification())
+    untie = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[], untie_at=2), DIGITS, seed=s) for s in (0, 1)]
+    assert "untie_at" in stack_reason(trainer, untie, Classification())
+    plain = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
+    assert stack_reason(trainer, plain, Classification()) is None
 
 
 def test_inspect_names_the_kind_of_sharing_of_each_tensor():
@@ -296,68 +272,3 @@ def test_inspect_names_the_kind_of_sharing_of_each_tensor():
     frozen.features.requires_grad_(False)
     assert {r["name"]: r["kind"] for r in parameter_rows(frozen)}["features.0.weight"] == "frozen"
 
-
-@pytest.mark.parametrize("adapter", ["head", "bottleneck", "lora"])
-def test_a_fresh_adapter_leaves_the_backbone_unchanged_and_only_the_task_tensors_train(adapter):
-    backbone = built(CNNConfig(name="c", arm="shared", channels=[4, 8], hidden=[16]), MNIST)
-    config = CNNConfig(name="c", arm="shared", channels=[4, 8], hidden=[16], adapter=adapter, adapter_size=2,
-                       init_from="backbone")
-    adapted = built(config, MNIST, seed=1)
-    missing = adapted.load_state_dict(backbone.state_dict(), strict=False).missing_keys
-    assert all(".adapter." in key or ".lora." in key for key in missing)
-    x = torch.randn(3, 1, 28, 28)
-    torch.testing.assert_close(adapted(x), backbone(x), rtol=1e-5, atol=1e-6)
-    trained = {name for name, p in adapted.named_parameters() if p.requires_grad}
-    task_tensors = {"head.2.weight", "head.2.bias"} | set(missing)
-    assert trained == task_tensors
-    summary = sharing_summary(adapted, config)
-    assert summary["params/added_per_task"] == summary["params/trainable"] == sum(
-        p.numel() for name, p in adapted.named_parameters() if name in task_tensors)
-    forward_backward(adapted, MNIST)  # the frozen tensors get no gradient: forward_backward checks trainable ones
-    assert all(p.grad is None for p in adapted.parameters() if not p.requires_grad)
-
-
-@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
-def test_a_transformer_with_fresh_adapters_computes_its_backbone(adapter):
-    _, backbone = transformer()
-    config, adapted = transformer(adapter=adapter, adapter_size=2)
-    adapted.load_state_dict(backbone.state_dict(), strict=False)
-    backbone.eval(), adapted.eval()
-    tokens = torch.randint(0, 50, (12, 3))
-    torch.testing.assert_close(adapted(tokens)[0], backbone(tokens)[0], rtol=1e-5, atol=1e-6)
-    assert all((".adapter." in n or "lora" in n) for n, p in adapted.named_parameters() if p.requires_grad)
-
-
-def test_mnist_domains_are_mnist_made_another_way_deterministically(tmp_path):
-    from psx.data import build_data
-
-    pytest.importorskip("torchvision")
-    import os
-
-    data_dir = os.environ.get("PSX_DATA_DIR")
-    if not data_dir or not os.path.isdir(os.path.join(data_dir, "MNIST", "raw")):
-        pytest.skip("needs MNIST's files in PSX_DATA_DIR")
-    made = {}
-    for name in ("mnist", "mnist_rotated", "mnist_inverted", "mnist_permuted"):
-        made[name] = build_data(compose_checked([f"dataset={name}", "dataset.train_size=100"]).dataset, data_dir=data_dir)
-    plain = made["mnist"].train.x
-    assert torch.equal(made["mnist_rotated"].train.x, torch.rot90(plain, 1, dims=(2, 3)))
-    assert torch.equal(made["mnist_inverted"].train.x, 255 - plain)
-    permuted = made["mnist_permuted"].train.x.flatten(1)
-    assert torch.equal(permuted.sort(1).values, plain.flatten(1).sort(1).values) and not torch.equal(permuted, plain.flatten(1))
-    assert all(torch.equal(made[n].train.y, made["mnist"].train.y) for n in made)
-
-
-def test_stacked_training_refuses_models_whose_trainer_hooks_matter():
-    from omegaconf import OmegaConf
-
-    from psx.stacked import stack_reason
-    from psx.tasks import Classification
-
-    trainer = OmegaConf.create({"scheduler": "none", "precision": "fp32", "compile": False, "resume": None})
-    soft = [built(CNNConfig(name="s", arm="soft", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
-    assert "penalty" in stack_reason(trainer, soft, Classification())
-    untie = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[], untie_at=2), DIGITS, seed=s) for s in (0, 1)]
-    assert "untie_at" in stack_reason(trainer, untie, Classification())
-    plain = [built(CNNConfig(name="c", arm="shared", channels=[4], hidden=[]), DIGITS, seed=s) for s in (0, 1)]
-    assert stack_reason(trainer, plain, Classification()) is None
