@@ -5,11 +5,17 @@ from collections import defaultdict
 
 from torch import nn
 
+from psx.models.hashed import HashedConv2d, HashedLinear
+from psx.models.soft_shared import SoftSharedConv2d
+
 
 def parameter_rows(model: nn.Module) -> list[dict]:
     """One row per unique tensor: name, shape, count, times reused per forward (may be fractional,
-    e.g. a hashed layer's buckets), other names of it."""
+    e.g. a hashed layer's buckets), other names of it, and its kind of sharing (or "frozen")."""
     reuse = model.parameter_reuse() if hasattr(model, "parameter_reuse") else {}
+    kinds = sharing_kinds(model)
+    # Beside a frozen backbone, what trains is what each task adds (adapters, LoRA, its classifier).
+    per_task = "per task" if any(not p.requires_grad for p in model.parameters()) else ""
     aliases: dict[int, list[str]] = defaultdict(list)
     for name, p in model.named_parameters(remove_duplicate=False):
         aliases[id(p)].append(name)
@@ -22,8 +28,27 @@ def parameter_rows(model: nn.Module) -> list[dict]:
             "reuse": reuse.get(name, 1),
             "shared_with": [alias for alias in aliases[id(p)] if alias != name],
             "trainable": p.requires_grad,
+            "kind": kinds.get(name, per_task) if p.requires_grad else "frozen",
         })
     return rows
+
+
+def sharing_kinds(model: nn.Module) -> dict[str, str]:
+    """How each tensor is shared beyond plain reuse: a soft layer's shared filter and per-position
+    offsets, a hashed layer's buckets, and what the model states itself (`parameter_kinds()`, e.g.
+    tensors pulled together across tasks, or the per-task tensors an adapter adds)."""
+    kinds: dict[str, str] = {}
+    for prefix, module in model.named_modules():
+        at = f"{prefix}." if prefix else ""
+        if isinstance(module, SoftSharedConv2d):
+            kinds.update({f"{at}weight": "soft: shared W", f"{at}bias": "soft: shared b",
+                          f"{at}offset": "soft: offsets D_p", f"{at}bias_offset": "soft: offsets d_p"})
+        elif isinstance(module, (HashedLinear, HashedConv2d)):
+            virtual = "x".join(map(str, module.virtual_shape))
+            kinds[f"{at}buckets"] = f"hashed {virtual}"
+    if hasattr(model, "parameter_kinds"):
+        kinds.update(model.parameter_kinds())
+    return kinds
 
 
 def reuse_text(reuse: float) -> str:
@@ -40,11 +65,11 @@ def print_inspection(model: nn.Module, title: str, model_cfg=None) -> None:
     rows = parameter_rows(model)
     table = Table(title=title)
     for column, justify in [("parameter", "left"), ("shape", "left"), ("count", "right"),
-                            ("reused", "right"), ("shared with", "left")]:
+                            ("reused", "right"), ("shared with", "left"), ("kind", "left")]:
         table.add_column(column, justify=justify)
     for row in rows:
         table.add_row(row["name"], "x".join(map(str, row["shape"])), f"{row['count']:,}",
-                      reuse_text(row["reuse"]), ", ".join(row["shared_with"]))
+                      reuse_text(row["reuse"]), ", ".join(row["shared_with"]), row["kind"])
     counts = param_counts(model)
     console = Console()
     console.print(table)

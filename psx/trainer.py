@@ -141,6 +141,7 @@ class Trainer:
         try:
             for epoch in range(loop.state.epoch + 1, self.cfg.epochs + 1):
                 epoch_start = time.perf_counter()
+                loop.start_epoch(epoch)
                 train_loss, items = loop.train_epoch(epoch)
                 train_seconds = time.perf_counter() - epoch_start
                 loop.progress.phase("validating...")
@@ -180,6 +181,8 @@ class EpochLoop:
     def restore(self, resume: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, random streams, loop state;
         the epochs already done are passed to on_epoch again (the loggers of a new run folder)."""
+        loop = resume["loop"]  # the model's form at the checkpoint: that of the last epoch started
+        self.start_epoch(loop["epoch"] + (1 if loop["in_epoch"] else 0))
         self.model.load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         if self.scheduler is not None:
@@ -193,6 +196,22 @@ class EpochLoop:
         self.state.load_state_dict(resume["loop"])
         for row in self.state.history:
             self.trainer.on_epoch(row)
+
+    def start_epoch(self, epoch: int) -> None:
+        """The model's own hook at an epoch's start, `on_epoch_start(epoch) -> changed` (idempotent: bring
+        the model to its form for that epoch, e.g. untie its convolutions, set a penalty's strength). When
+        its parameters changed, the optimizer is rebuilt over them, keeping the lr, the scheduler's state
+        and the optimizer state of every parameter that survived."""
+        if not (hasattr(self.model, "on_epoch_start") and self.model.on_epoch_start(epoch)):
+            return
+        old_optimizer, old_scheduler = self.optimizer, self.scheduler
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.cfg, params)
+        self.scheduler = make_scheduler(self.cfg, self.optimizer, self.task.mode)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(old_scheduler.state_dict())
+        self.optimizer.param_groups[0].update({k: v for k, v in old_optimizer.param_groups[0].items() if k != "params"})
+        self.optimizer.state.update({p: old_optimizer.state[p] for p in params if p in old_optimizer.state})
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training data (or the rest of one a stop request cut short); returns the
@@ -227,8 +246,10 @@ class EpochLoop:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, batches) -> torch.Tensor:
         with self.autocast:
             loss = self.task.loss(self.forward, x, y, batches)
+            penalty = self.model.regularizer() if hasattr(self.model, "regularizer") else None
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # train/loss stays the task's loss (comparable across arms); the penalty only steers the gradient.
+        self.scaler.scale(loss if penalty is None else loss + penalty).backward()
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
@@ -253,6 +274,7 @@ class EpochLoop:
             "lr": self.optimizer.param_groups[0]["lr"],
             "time/epoch_s": seconds,
             throughput: per_second,
+            **(self.model.epoch_metrics() if hasattr(self.model, "epoch_metrics") else {}),
         }
         self.state.history.append(row)
         self.trainer.on_epoch(row)

@@ -43,8 +43,8 @@ def test_every_model_file_names_an_arm_of_its_family_and_gives_only_known_keys(m
 @pytest.mark.parametrize(
     "edit,message",
     [
-        ({"arm": "soft"}, "model.arm='soft' is not an arm of the cnn family (shared, unshared)"),
-        ({"family": "nope"}, "unknown model family 'nope' (known: cnn, lm, mlp, mtl, rnn, transformer"),
+        ({"arm": "loose"}, "model.arm='loose' is not an arm of the cnn family (shared, soft, unshared)"),
+        ({"family": "nope"}, "unknown model family 'nope' (known: cnn, hashed, lm, mlp, mtl, rnn, transformer"),
         ({"arm": "???"}, "config 'model' is missing: arm"),
         ({"hidden": [64, 0]}, "model.hidden must hold positive integers, got [64, 0]"),
         ({"channels": []}, "model.channels must list at least one layer"),
@@ -67,6 +67,11 @@ def test_a_bad_model_file_is_one_line(edit, message):
         ("model=lm_tied model.size=huge", "invalid model"),
         ("model=lm_transformer model.heads=3", "not divisible by heads 3"),
         ("model=mtl_shared model.task_weights={left:-1}", "model.task_weights must map task names to weights >= 0"),
+        ("model=lm_transformer model.kv_heads=3", "model.kv_heads=3 must divide model.heads=4"),
+        ("model=mlp_hashed model.compression=2", "model.compression must be in (0, 1]"),
+        ("model=cnn_soft model.soft.schedule=linear", "model.soft.schedule=linear needs model.soft.end"),
+        ("model=cnn_unshared model.untie_at=3", "model.untie_at unties the shared arm's convs"),
+        ("model=mtl_shared model.untie_at=3", "the mtl family shares across tasks"),
     ],
 )
 def test_each_family_checks_its_own_values(override, message):

@@ -75,7 +75,8 @@ def test_data_list_download_and_clean_from_placed_files(psx, tmp_path):
     listed = psx("data", "list", extra_env={"PSX_DATA_DIR": str(root)})
     assert listed.returncode == 0, listed.stderr
     rows = listed_rows(listed)
-    assert set(rows) == {"digits", "multi_digits", "mnist", "fashion_mnist", "cifar10", "ptb", "multi_mnist"}
+    assert set(rows) == {"digits", "multi_digits", "mnist", "fashion_mnist", "cifar10", "ptb", "multi_mnist",
+                         "mnist_rotated", "mnist_inverted", "mnist_permuted"}
     assert "present" in rows["mnist"] and str(root / "MNIST/raw") in rows["mnist"] and "11.6 MB" in rows["mnist"]
     assert "missing" in rows["cifar10"] and "bundled" in rows["digits"]
     # The files are there: `download` only verifies and decodes them, without any network.

@@ -54,9 +54,10 @@ def param_counts(model: "nn.Module") -> dict[str, float]:
     unknown = set(reuse) - {name for name, _ in named}
     if unknown:  # a typo here would silently under-count
         raise ValueError(f"parameter_reuse names unknown parameters: {sorted(unknown)}")
-    bad = {name: times for name, times in reuse.items() if not (math.isfinite(times) and times > 0)}
+    # 0 is allowed: a soft layer's shared filter, which its locally connected twin does not have.
+    bad = {name: times for name, times in reuse.items() if not (math.isfinite(times) and times >= 0)}
     if bad:
-        raise ValueError(f"parameter_reuse must be positive and finite: {bad}")
+        raise ValueError(f"parameter_reuse must be finite and >= 0: {bad}")
     return {
         "params/unique": sum(p.numel() for _, p in named),
         "params/unshared_equiv": _whole(sum(p.numel() * reuse.get(name, 1) for name, p in named)),
@@ -82,7 +83,12 @@ def arm_fields(model_cfg: Any) -> dict[str, Any]:
 
 def sharing_summary(model: "nn.Module", model_cfg: Any) -> dict[str, Any]:
     """What summary.json records about a model's sharing: arm_fields, param_counts, and
-    `sharing/ratio` = params/unshared_equiv / params/unique (1.0: nothing shared)."""
+    `sharing/ratio` = params/unshared_equiv / params/unique (1.0: nothing shared); with init_from,
+    `params/added_per_task` (the trainable tensors: a copy of all for full fine-tuning, the head, or
+    the adapters and classifier)."""
     counts = param_counts(model)
     ratio = counts["params/unshared_equiv"] / counts["params/unique"] if counts["params/unique"] else None
+    get = model_cfg.get if hasattr(model_cfg, "get") else lambda key, default=None: getattr(model_cfg, key, default)
+    if get("init_from") is not None:  # adapting a backbone to a task: what the task adds is what it trains
+        counts["params/added_per_task"] = counts["params/trainable"]
     return {**arm_fields(model_cfg), **counts, "sharing/ratio": ratio}

@@ -18,8 +18,10 @@ from torch import nn
 
 from psx.data.spec import TOKENS, DataSpec
 from psx.errors import PsxError
+from psx.models.attention import TransformerBlock
 from psx.models.families.lm import LSTMLMConfig
 from psx.models.families.transformer import TransformerConfig
+from psx.models.task_modules import add_task_modules
 
 
 def _check_tokens(name: str, spec: DataSpec) -> None:
@@ -87,7 +89,8 @@ class TransformerLanguageModel(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
         def block():
-            return nn.TransformerEncoderLayer(cfg.hidden_size, cfg.heads, cfg.feedforward_size, cfg.dropout, norm_first=True)
+            # With kv_heads = heads, TransformerBlock is nn.TransformerEncoderLayer(norm_first=True) bit for bit.
+            return TransformerBlock(cfg.hidden_size, cfg.heads, cfg.feedforward_size, cfg.dropout, kv_heads=cfg.kv_heads)
 
         if self.share_layers:
             self.block = block()  # the same weights at every depth
@@ -101,6 +104,9 @@ class TransformerLanguageModel(nn.Module):
             self.decoder.weight = self.encoder.weight
         else:
             nn.init.normal_(self.decoder.weight, std=0.02)
+        blocks = ["block"] if self.share_layers else [f"blocks.{i}" for i in range(cfg.layers)]
+        add_task_modules(self, cfg.adapter, cfg.adapter_size, blocks, blocks,
+                         torch.zeros(1, 1, dtype=torch.long), -1, ["decoder"] if cfg.adapter == "head" else [])
 
     def forward(self, tokens: torch.Tensor, state=None):  # (T, B) -> (T, B, V); no state between windows
         length = tokens.shape[0]

@@ -14,9 +14,10 @@ from torch import nn
 
 from psx.data.spec import MULTITASK, DataSpec
 from psx.errors import PsxError
-from psx.models.cnn import CNN
+from psx.models.cnn import CNN, strength_schedule
 from psx.models.families.cnn import CNNConfig
 from psx.models.families.mtl import MTLConfig
+from psx.models.soft_shared import pair_penalty
 
 
 def _single_task_cnn(cfg: MTLConfig, spec: DataSpec) -> CNN:
@@ -33,6 +34,9 @@ class MultiTaskCNN(nn.Module):
         if spec.kind != MULTITASK:
             raise PsxError(f"model {cfg.name} needs a multi-task data set (multi_digits, multi_mnist); {spec.name} holds {spec.kind}")
         self.tasks, self.shared = list(spec.tasks), cfg.arm == "shared"
+        self.schedule = strength_schedule(cfg) if cfg.arm == "soft" else None
+        self.strength = self.schedule.at(0) if self.schedule else 0.0
+        self.training_hooks = self.schedule is not None  # the trainer's regularizer hook matters (psx.stacked)
         if self.shared:
             template = _single_task_cnn(cfg, spec)
             self.trunk = template.features
@@ -50,3 +54,26 @@ class MultiTaskCNN(nn.Module):
         if not self.shared:
             return {}
         return {f"trunk.{name}": len(self.tasks) for name, _ in self.trunk.named_parameters()}
+
+    def regularizer(self) -> torch.Tensor | None:
+        """The soft arm: strength x the sum over task pairs of ||trunk_a - trunk_b||^2 (matching tensors)."""
+        if self.strength == 0:
+            return None
+        trunks = [self.networks[task].features for task in self.tasks]
+        pairs = [pair_penalty(a, b) for i, a in enumerate(trunks) for b in trunks[i + 1:]]
+        return self.strength * torch.stack(pairs).sum()
+
+    def parameter_kinds(self) -> dict[str, str]:
+        """For psx inspect: the soft arm's trunk tensors, each pulled towards its twins in the other tasks."""
+        if self.schedule is None:
+            return {}
+        return {f"networks.{task}.features.{name}": f"soft-tied: {', '.join(o for o in self.tasks if o != task)}"
+                for task in self.tasks for name, _ in self.networks[task].features.named_parameters()}
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        if self.schedule is not None:
+            self.strength = self.schedule.at(epoch - 1)
+        return False
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"soft/strength": self.strength} if self.schedule is not None else {}

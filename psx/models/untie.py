@@ -40,6 +40,7 @@ def untie(conv: nn.Conv2d, input_size: tuple[int, int], into: str = "locally_con
                 layer.bias.copy_(conv.bias)
         return layer
     layer = LocallyConnected2d(conv.in_channels, conv.out_channels, input_size, k, s, p, bias).to(**like)
+    accept_conv_state(layer)
     if bias:
         return layer.copy_from_conv(conv)
     with torch.no_grad():  # copy_from_conv copies a bias too; without one, the filters alone
@@ -81,3 +82,19 @@ def untie_convs(model: nn.Module, example: torch.Tensor, names: list[str] | None
         parent = model.get_submodule(parent_name)
         setattr(parent, child, untie(getattr(parent, child), sizes[name], into))
     return chosen
+
+
+def accept_conv_state(layer: LocallyConnected2d) -> LocallyConnected2d:
+    """Let an untied layer load the state of the conv it replaced (its filters at every position): the
+    weights a run kept from before it untied (its best epoch, say) load into the untied model."""
+    def convert(module, state, prefix, *args):
+        weight = state.get(prefix + "weight")
+        if weight is None or weight.dim() != 4:
+            return
+        state[prefix + "weight"] = weight.permute(2, 3, 1, 0).reshape(1, -1, module.out_channels).expand_as(module.weight)
+        bias = state.get(prefix + "bias")
+        if bias is not None and module.bias is not None:
+            state[prefix + "bias"] = bias.view(-1, 1, 1).expand_as(module.bias)
+
+    layer.register_load_state_dict_pre_hook(convert)
+    return layer

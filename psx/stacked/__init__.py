@@ -62,6 +62,9 @@ def stack_reason(trainer_cfg: DictConfig, models: list[nn.Module], task, example
     if trainer_cfg.get("resume") is not None:
         return "a resumed run continues from its own checkpoint"
     model = models[0]
+    if getattr(model, "training_hooks", False):
+        return ("the model adds a penalty to its loss or changes at epoch starts (soft sharing, untie_at), "
+                "which stacked training does not call")
     if any(True for _ in model.buffers()):
         return "the model has buffers (such as batch-norm statistics), which a vmapped forward cannot update"
     if any(isinstance(m, DROPOUT) and m.p > 0 for m in model.modules()):

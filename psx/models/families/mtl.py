@@ -1,6 +1,8 @@
 """Multi-task family on two-digit images: the CNN family's network with a head per task.
-Arms: `shared` (one conv trunk serves every task) and `separate` (a whole network per task).
-The convolutions are ordinary Conv2d in both arms: sharing here means across tasks."""
+Arms: `shared` (one conv trunk serves every task), `soft` (a whole network per task, the trunks'
+matching tensors pulled together by `soft.strength * sum ||a - b||^2` over task pairs, as in
+Duong et al. 2015) and `separate` (a whole network per task). The convolutions are ordinary Conv2d
+in every arm: sharing here means across tasks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +29,10 @@ def needs_tasks(config: ModelConfig, spec) -> str:
 
 def check(config: MTLConfig) -> None:
     check_cnn(config)
+    if config.adapter != "none":
+        raise PsxError("model.adapter adapts a backbone to one task per run; the mtl family trains its tasks together")
+    if config.untie_at is not None:
+        raise PsxError("model.untie_at unties a CNN's convolutions over space; the mtl family shares across tasks")
     weights: Optional[Dict[str, Any]] = config.task_weights
     if weights is None:
         return
@@ -38,7 +44,7 @@ def check(config: MTLConfig) -> None:
 FAMILY = Family(
     name="mtl",
     config=MTLConfig,
-    arms=("shared", "separate"),
+    arms=("shared", "soft", "separate"),
     reference_arm="separate",
     accepts=("multitask",),
     network="psx.models.multitask:MultiTaskCNN",
