@@ -19,7 +19,7 @@ def configured_data_dir() -> str:
     resolves its ${oc.env:...}), without composing the whole config through Hydra."""
     from omegaconf import OmegaConf
 
-    from psx.hydra_app import config_dir
+    from psx.conf_dir import config_dir
 
     return str(OmegaConf.load(config_dir() / "config.yaml").paths.data_dir)
 

@@ -12,25 +12,15 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from psx.conf_dir import CONFIG_NAME, config_dir
 from psx.data.registry import register_schemas as register_dataset_schemas
 from psx.models.family import register_schemas as register_model_schemas
-
-CONFIG_NAME = "config"
 
 # The model and data-set YAML files extend typed configs (Hydra's ConfigStore, schema/model/ and
 # schema/dataset/): registered here, because every composition of conf/ (psx train, psx inspect,
 # tests, and every launcher's worker, which imports this module to unpickle the task) imports this first.
 register_model_schemas()
 register_dataset_schemas()
-
-
-def config_dir() -> Path:
-    """conf/ ships inside the package (non-editable install) or sits beside it (source checkout)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "conf", package.parent / "conf"):
-        if (candidate / f"{CONFIG_NAME}.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"psx configs not found next to {package}")
 
 
 @dataclass

@@ -73,7 +73,7 @@ def default_config(name: str, **overrides: Any):
     with overrides applied: for tests and scripts that build a data set without composing a whole config."""
     from omegaconf import OmegaConf
 
-    from psx.hydra_app import config_dir
+    from psx.conf_dir import config_dir
 
     yaml = OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml")
     yaml.pop("defaults", None)
