@@ -111,7 +111,7 @@ def train_command(args: list[str]) -> int:
 def run_hydra(args: list[str], launch) -> int | None:
     """Hydra's application with psx's one-line errors; the exit code when a signal stopped a
     run (after its checkpoint), else None."""
-    from psx.errors import StopRequested
+    from psx.errors import StopRequested, SweepStopped
     from psx.hydra_app import train_app
 
     sys.argv = ["psx train", *args]
@@ -120,7 +120,7 @@ def run_hydra(args: list[str], launch) -> int | None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         train_app(launch)()
-    except StopRequested as e:  # in this process or in a launcher's worker; the run is marked interrupted
+    except (StopRequested, SweepStopped) as e:  # in this process or in a launcher's worker; the run is marked interrupted
         print(f"psx: stopped by {e.args[0]}; the run folder keeps a checkpoint to resume from", file=sys.stderr)
         return 128 + signal.Signals[e.args[0]].value
     except Exception as e:  # raised by Hydra around the jobs (runs record their own failures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,20 @@ from psx.conf_dir import CONFIG_NAME, config_dir
 from psx.data.registry import register_schemas as register_dataset_schemas
 from psx.models.family import register_schemas as register_model_schemas
 
+
+def find_source_checkout_plugins() -> None:
+    """psx's own Hydra plugins (hydra_plugins/psx_launchers: the SLURM launcher) beside a source
+    checkout: an editable install hides that namespace package from Hydra's plugin scan, which
+    walks the folders on sys.path, so the checkout's root joins sys.path, and PYTHONPATH for the
+    processes a launcher starts (a SLURM job unpickles the launcher). A wheel installs the plugins
+    into site-packages, where the scan finds them anyway."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "hydra_plugins" / "psx_launchers").is_dir() and str(root) not in sys.path:
+        sys.path.append(str(root))
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(root)) if p)
+
+
+find_source_checkout_plugins()
 # The model and data-set YAML files extend typed configs (Hydra's ConfigStore, schema/model/ and
 # schema/dataset/): registered here, because every composition of conf/ (psx train, psx inspect,
 # tests, and every launcher's worker, which imports this module to unpickle the task) imports this first.
@@ -48,9 +63,15 @@ def train_app(launch: Launch) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def hydra_train(cfg: DictConfig) -> float | None:
+        from psx.errors import StopRequested, SweepStopped
         from psx.train import run  # torch is imported only once a job actually runs
 
-        outcome = run(cfg, process_started=launch.first_job_start())
+        try:
+            outcome = run(cfg, process_started=launch.first_job_start())
+        except StopRequested as e:
+            if launch.in_launching_process():  # the whole sweep stops with the signal
+                raise SweepStopped(*e.args) from None
+            raise
         if outcome.status == "failed" and launch.in_launching_process():
             launch.failed_runs.append(outcome.run_dir)
         return outcome.value
