@@ -32,6 +32,11 @@ class Scheduler(Enum):
     plateau = "plateau"
 
 
+class ResumeDamaged(Enum):
+    fail = "fail"
+    restart = "restart"
+
+
 class Progress(Enum):
     auto = "auto"
     bar = "bar"
@@ -78,6 +83,7 @@ class TrainerSchema:
     deterministic: bool = MISSING
     checkpoint: bool = MISSING
     resume: Optional[str] = MISSING
+    resume_damaged: ResumeDamaged = ResumeDamaged.fail
 
 
 @dataclass
