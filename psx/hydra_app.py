@@ -55,9 +55,13 @@ def train_app(launch: Launch) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def hydra_train(cfg: DictConfig) -> float | None:
+        from psx.orphans import job_running, watch_parent
         from psx.train import run  # torch is imported only once a job actually runs
 
-        outcome = run(cfg, process_started=launch.first_job_start())
+        if not launch.in_launching_process():  # a launcher's worker: it must not outlive this sweep
+            watch_parent(launch.pid)
+        with job_running():
+            outcome = run(cfg, process_started=launch.first_job_start())
         if outcome.status == "failed" and launch.in_launching_process():
             launch.failed_runs.append(outcome.run_dir)
         return outcome.value

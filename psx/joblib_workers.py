@@ -21,7 +21,9 @@ def import_job_modules() -> int:
     """Runs in a worker: what a job and psx's checks import first (torch, and the psx modules
     that psx.train brings in). Returns the worker's pid."""
     import psx.train  # noqa: F401
+    from psx.orphans import watch_parent
 
+    watch_parent()  # a warm worker must not outlive the sweep either
     return os.getpid()
 
 
