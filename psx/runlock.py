@@ -3,7 +3,7 @@ report write takes before it touches the folder.
 
 The lock is fcntl.flock on the file, so the kernel drops it when its owner dies (SIGKILL
 included): a dead owner never blocks the next writer. The file holds the owner's pid, host and
-what it is doing, for the one line a second writer gets. A lock that is still held although the
+what it is doing, for the one line a second writer gets; it is removed on release. A lock that is still held although the
 pid in the file is dead on this host (a child process that inherited the open file, e.g. a
 tracker's service) is stale: the file is replaced, and the new writer locks the new file.
 """
@@ -77,29 +77,33 @@ def _try_lock(lock_file: Path) -> int | None:
 
 
 def acquire(folder: Path, what: str) -> int:
-    """Lock `folder` for this process (the folder must exist); FolderInUse names the owner."""
+    """Lock `folder` for this process (the folder must exist); FolderInUse names the owner. An
+    OSError (a read-only or full disk) is the caller's to word, as for any other write."""
     lock_file = Path(folder) / LOCK_NAME
-    try:
+    fd = _try_lock(lock_file)
+    if fd is None:
+        owner = read_owner(lock_file)
+        if not _stale(owner):
+            raise FolderInUse(f"{folder} is in use by {_describe(owner)}; wait for it to finish or stop it")
+        lock_file.unlink(missing_ok=True)
         fd = _try_lock(lock_file)
         if fd is None:
-            owner = read_owner(lock_file)
-            if not _stale(owner):
-                raise FolderInUse(f"{folder} is in use by {_describe(owner)}; wait for it to finish or stop it")
-            lock_file.unlink(missing_ok=True)
-            fd = _try_lock(lock_file)
-            if fd is None:
-                raise FolderInUse(f"{folder} is in use by {_describe(read_owner(lock_file))}")
-        since = time.strftime("%Y-%m-%dT%H:%M:%S")
+            raise FolderInUse(f"{folder} is in use by {_describe(read_owner(lock_file))}")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid={os.getpid()} host={socket.gethostname()} what={what} since={since}\n".encode(), 0)
-    except OSError as e:
-        raise PsxError(f"cannot lock {folder}: {e.strerror or e}") from None
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
-def release(fd: int) -> None:
+def release(fd: int, folder: Path) -> None:
+    """Unlock: the file goes first (a writer that opened it meanwhile sees another file at the
+    path once it holds the lock, and tries again), so a folder at rest has no lock file."""
     try:
-        os.ftruncate(fd, 0)  # an unlocked file names no owner
+        (Path(folder) / LOCK_NAME).unlink(missing_ok=True)
     except OSError:  # e.g. the disk went read-only: closing still releases the lock
         pass
     os.close(fd)
@@ -112,4 +116,4 @@ def folder_lock(folder: Path | str, what: str) -> Iterator[None]:
     try:
         yield
     finally:
-        release(fd)
+        release(fd, Path(folder))

@@ -150,7 +150,7 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     try:
         return run_locked(cfg, run_dir, process_started)
     finally:
-        runlock.release(lock)
+        runlock.release(lock, run_dir)
 
 
 def run_locked(cfg: DictConfig, run_dir: Path, process_started: float | None) -> JobOutcome:

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import psx_executable
 from psx.checkpoint import load_checkpoint
+from psx.report.output import Staging
 from psx.runlock import LOCK_NAME, FolderInUse, folder_lock, read_owner
 
 FAST = ["device.num_threads=1", "trainer.progress=none"]
@@ -33,7 +34,7 @@ def assert_clean_run(run_dir: Path, epochs: int) -> dict:
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert max(float(r["val/acc"]) for r in rows) == pytest.approx(summary["metrics"]["val/acc"])
     assert load_checkpoint(run_dir)["completed"] is True  # whole, and its digest matches
-    assert read_owner(run_dir / LOCK_NAME) == {}  # nobody holds the folder any more
+    assert not (run_dir / LOCK_NAME).exists()  # nobody holds the folder any more
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     return summary
 
@@ -102,6 +103,16 @@ def test_a_live_owner_on_another_host_is_never_taken_over(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_report_writer_gets_one_line_naming_the_first(tmp_path):
+    with folder_lock(tmp_path, "report"):
+        with pytest.raises(FolderInUse, match=f"{tmp_path} is in use by pid {os.getpid()} .*report"):
+            with Staging(tmp_path / "report"):
+                pass
+    with Staging(tmp_path / "report") as folder:  # free again
+        (folder / "aggregate.md").write_text("x")
+    assert (tmp_path / "report" / "aggregate.md").exists() and not (tmp_path / LOCK_NAME).exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
