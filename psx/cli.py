@@ -25,8 +25,9 @@ commands:
   inspect   build a model without training and list its parameter tensors and sharing
             (takes the same overrides, e.g. `psx inspect model=cnn_unshared`)
   report    compare runs: tables (mean ± std over seeds), plots, report.html (see `psx report --help`)
-  data      `psx data list`: the data sets, whether present, size, where;
-            `psx data download NAME`: fetch and verify one (both take --dir DIR)
+  data      `psx data list`: the data sets, whether present, size, decoded caches, where;
+            `psx data download NAME`: fetch and verify one; `psx data clean [NAME]`: remove
+            psx's decoded caches (never the published files); all take --dir DIR
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
@@ -186,14 +187,14 @@ def report_command(args: list[str]) -> int:
         fail(str(e))
 
 
-DATA_USAGE = "usage: psx data list [--dir DIR] | psx data download NAME [--dir DIR]"
+DATA_USAGE = "usage: psx data list [--dir DIR] | psx data download NAME [--dir DIR] | psx data clean [NAME] [--dir DIR]"
 
 
 def data_command(args: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="psx data", usage=DATA_USAGE)
-    parser.add_argument("action", choices=["list", "download"])
+    parser.add_argument("action", choices=["list", "download", "clean"])
     parser.add_argument("name", nargs="?")
     parser.add_argument("--dir", help="data folder (default: paths.data_dir, i.e. $PSX_DATA_DIR or ~/.cache/psx/data)")
     parsed = parser.parse_args(args)
@@ -209,8 +210,10 @@ def data_command(args: list[str]) -> int:
         data_dir = parsed.dir or datacli.configured_data_dir()
         if parsed.action == "list":
             datacli.list_datasets(data_dir)
-        else:
+        elif parsed.action == "download":
             datacli.download(parsed.name, data_dir)
+        else:
+            datacli.clean(parsed.name, data_dir)
     except PsxError as e:
         fail(str(e))
     return 0
@@ -328,8 +331,11 @@ def _composition_error(e: Exception) -> str:
     unknown = re.search(r"Could not override '([^']+)'", text)
     if unknown:
         return f"unknown config key '{unknown.group(1)}' (see `psx train --help` for the keys)"
-    if e.__cause__ is not None:  # a typed config (a model family's) rejected the value: say why
-        reason = next((line.strip() for line in str(e.__cause__).splitlines() if line.strip()), "")
+    cause, key = e.__cause__, getattr(e.__cause__, "full_key", None)
+    if cause is not None and key:  # a value a typed schema rejects, e.g. dataset.val_size=abc
+        return f"invalid {key}: {str(cause).splitlines()[0].strip()}"
+    if cause is not None:  # rejected without a key: say why all the same
+        reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
         return _one_line(Exception(f"{_one_line(e)}: {reason}"))
     return _one_line(e)
 

@@ -15,7 +15,10 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from psx.data.registry import check as check_dataset
+from psx.data.registry import dataset_entry
 from psx.errors import PsxError
+from psx.federated.schema import FederatedSchema, check_federated
 from psx.models.family import family_named, from_before_arms
 
 
@@ -95,53 +98,6 @@ class DeviceSchema:
 
 
 @dataclass
-class DigitsSchema:
-    name: str = MISSING
-    test_size: int = MISSING
-    val_size: int = MISSING
-    split_seed: int = MISSING
-    train_size: Optional[int] = MISSING
-    subset_seed: int = MISSING
-
-
-@dataclass
-class ImageSetSchema:  # mnist, fashion_mnist
-    name: str = MISSING
-    val_size: int = MISSING
-    split_seed: int = MISSING
-    train_size: Optional[int] = MISSING
-    subset_seed: int = MISSING
-    download: bool = MISSING
-    verify: bool = MISSING
-
-
-@dataclass
-class CIFAR10Schema(ImageSetSchema):
-    augment: bool = MISSING
-
-
-@dataclass
-class PTBSchema:
-    name: str = MISSING
-    bptt: int = MISSING
-    train_size: Optional[int] = MISSING
-    download: bool = MISSING
-    verify: bool = MISSING
-
-
-@dataclass
-class MultiMNISTSchema(ImageSetSchema):
-    shift: int = MISSING
-    task: Optional[str] = MISSING
-
-
-@dataclass
-class MultiDigitsSchema(DigitsSchema):
-    shift: int = MISSING
-    task: Optional[str] = MISSING
-
-
-@dataclass
 class CSVLoggerSchema:
     filename: str = MISSING
 
@@ -171,19 +127,10 @@ class PathsSchema:
     data_dir: str = MISSING
 
 
-DATASET_SCHEMAS: Dict[str, type] = {
-    "digits": DigitsSchema,
-    "mnist": ImageSetSchema,
-    "fashion_mnist": ImageSetSchema,
-    "cifar10": CIFAR10Schema,
-    "ptb": PTBSchema,
-    "multi_mnist": MultiMNISTSchema,
-    "multi_digits": MultiDigitsSchema,
-}
 LOGGER_SCHEMAS: Dict[str, type] = {
     "csv": CSVLoggerSchema, "wandb": WandbLoggerSchema, "tensorboard": TensorBoardLoggerSchema,
 }
-TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths"}
+TOP_LEVEL_KEYS = {"model", "dataset", "trainer", "device", "logger", "seed", "paths", "federated"}
 
 
 def _checked(section: Any, schema: Any, where: str) -> DictConfig:
@@ -218,10 +165,8 @@ def validate(cfg: DictConfig) -> None:
     model = model if isinstance(model, DictConfig) else OmegaConf.create(model)
     family = family_named(model.get("family"))  # the family's typed config is the schema
     family.validate(OmegaConf.to_object(_checked(model, family.schema(), "model")))
-    name = cfg.dataset.get("name")
-    if name not in DATASET_SCHEMAS:
-        raise PsxError(f"unknown dataset {name!r} (known: {', '.join(DATASET_SCHEMAS)})")
-    dataset = _checked(cfg.dataset, DATASET_SCHEMAS[name], "dataset")
+    # Each data set's schema and rules are declared in its own module (psx/data/sets/).
+    dataset = _checked(cfg.dataset, dataset_entry(cfg.dataset.get("name")).config, "dataset")
     trainer = _checked(cfg.trainer, TrainerSchema, "trainer")
     device = _checked(cfg.device, DeviceSchema, "device")
     _checked(cfg.paths, PathsSchema, "paths")
@@ -241,26 +186,12 @@ def validate(cfg: DictConfig) -> None:
         raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
     if trainer.patience is not None and trainer.patience < 1:
         raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
-    if dataset.train_size is not None and dataset.train_size < 1:
-        raise PsxError(f"dataset.train_size must be a positive integer or null, got {dataset.train_size}")
-    _check_dataset(dataset)
+    check_dataset(cfg.dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
-
-
-def _check_dataset(dataset: DictConfig) -> None:
-    """Values that parse but cannot work; limits that need the data itself are checked on loading."""
-    for key in ("val_size", "test_size"):
-        if key in dataset and dataset[key] < 10:
-            raise PsxError(f"dataset.{key} must hold at least one example per class (>= 10), got {dataset[key]}")
-    if "bptt" in dataset and dataset.bptt < 1:
-        raise PsxError(f"dataset.bptt must be >= 1, got {dataset.bptt}")
-    if "shift" in dataset:
-        side = 28 if dataset.name == "multi_mnist" else 8
-        if not 1 <= dataset.shift < side:
-            raise PsxError(f"dataset.shift must be between 1 and {side - 1} so the two digits overlap, got {dataset.shift}")
-    if "task" in dataset and dataset.task not in (None, "left", "right"):
-        raise PsxError(f"dataset.task must be left, right or null (both tasks), got {dataset.task!r}")
+    if cfg.get("federated") is not None:  # configs saved before the group existed have none
+        federated = OmegaConf.create(OmegaConf.to_container(cfg.federated, resolve=True))  # partition_seed: ${seed}
+        check_federated(_checked(federated, FederatedSchema, "federated"), dataset.train_size)
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
@@ -9,6 +10,12 @@ import torch
 from omegaconf import DictConfig
 
 from psx.errors import PsxError
+from psx.threads import ThreadChoice, choose_threads
+
+log = logging.getLogger("psx")
+
+# The last run's thread choice in this process, for its summary.json.
+_THREADS: ThreadChoice | None = None
 
 
 def _mps_available() -> bool:
@@ -25,8 +32,10 @@ def available_cpus() -> int:
 
 def resolve_device(cfg: DictConfig, job_num: int | None = None, parallel_jobs: int = 1) -> torch.device:
     """`parallel_jobs` > 1 when a launcher runs that many jobs at once on this machine: each job
-    then gets cores/jobs torch threads (unless device.num_threads says otherwise), and on CUDA the
-    jobs are spread over the visible GPUs by job number."""
+    then gets its share of the CPUs as torch threads (unless device.num_threads says otherwise),
+    and on CUDA the jobs are spread over the visible GPUs by job number. Without device.num_threads
+    the threads come from the CPUs the process was given (psx.threads)."""
+    global _THREADS
     kind = cfg.type
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
@@ -34,14 +43,21 @@ def resolve_device(cfg: DictConfig, job_num: int | None = None, parallel_jobs: i
         raise PsxError("device=cuda but CUDA is not available on this machine (use device=cpu or device=auto)")
     elif kind == "mps" and not _mps_available():
         raise PsxError("device=mps but Apple MPS is not available on this machine (use device=cpu or device=auto)")
-    threads = cfg.num_threads
-    if threads is None and parallel_jobs > 1:
-        threads = max(1, available_cpus() // parallel_jobs)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if cfg.num_threads is not None:
+        _THREADS = ThreadChoice(cfg.num_threads, "device.num_threads")
+    else:
+        _THREADS = choose_threads(parallel_jobs)
+    torch.set_num_threads(_THREADS.threads)
+    how = "" if cfg.num_threads is not None else "; device.num_threads sets it"
+    log.info("torch threads: %d (%s%s)", _THREADS.threads, _THREADS.reason, how)
     if kind == "cuda" and job_num is not None and torch.cuda.device_count() > 1:
         return torch.device("cuda", job_num % torch.cuda.device_count())
     return torch.device(kind)
+
+
+def thread_reason() -> str | None:
+    """Why the last run in this process got its number of torch threads."""
+    return _THREADS.reason if _THREADS is not None else None
 
 
 def place_data(data, device: torch.device, placement: str):

@@ -12,13 +12,16 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from psx.models.family import register_schemas
+from psx.data.registry import register_schemas as register_dataset_schemas
+from psx.models.family import register_schemas as register_model_schemas
 
 CONFIG_NAME = "config"
 
-# The model YAML files extend their family's typed config (Hydra's ConfigStore, schema/model/):
-# registered here, because every composition of conf/ (psx train, psx inspect, tests) imports this first.
-register_schemas()
+# The model and data-set YAML files extend typed configs (Hydra's ConfigStore, schema/model/ and
+# schema/dataset/): registered here, because every composition of conf/ (psx train, psx inspect,
+# tests, and every launcher's worker, which imports this module to unpickle the task) imports this first.
+register_model_schemas()
+register_dataset_schemas()
 
 
 def config_dir() -> Path:

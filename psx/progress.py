@@ -1,10 +1,14 @@
-"""Progress display: a rich bar on a terminal, one plain line per epoch otherwise."""
+"""Progress display: a rich bar on a terminal; plain lines otherwise (one per epoch, and one every
+LINES_EVERY_S seconds inside a long epoch, so a log file shows a long run is alive)."""
 from __future__ import annotations
 
 import logging
 import sys
+import time
 
 log = logging.getLogger("psx")
+
+LINES_EVERY_S = 30.0
 
 
 class Progress:
@@ -13,6 +17,9 @@ class Progress:
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode = mode
         self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self._done = done_steps
+        self._next_line = time.monotonic() + LINES_EVERY_S
         self._bar = None
         if mode == "bar":
             from rich.console import Console
@@ -34,8 +41,20 @@ class Progress:
             self._bar.start()
 
     def step(self) -> None:
+        self._done += 1
         if self._bar is not None:
             self._bar.advance(self._task)
+        elif self.mode == "lines" and time.monotonic() >= self._next_line:
+            self._next_line = time.monotonic() + LINES_EVERY_S
+            epoch, step = divmod(self._done - 1, self.steps_per_epoch)
+            log.info("epoch %d/%d: step %d/%d", epoch + 1, self.epochs, step + 1, self.steps_per_epoch)
+
+    def phase(self, what: str) -> None:
+        """Name the work between training steps (validating, testing), which can take a while."""
+        if self._bar is not None:
+            self._bar.update(self._task, status=what)
+        elif self.mode == "lines":
+            self._next_line = time.monotonic() + LINES_EVERY_S
 
     def epoch_end(self, epoch: int, line: str) -> None:
         if self._bar is not None:

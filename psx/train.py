@@ -22,10 +22,11 @@ import psx
 from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory
+from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
 from psx import runlock
 from psx.atomic import DISK_ERRNOS, disk_error, write_json_atomic
 from psx.errors import PsxError, StopRequested
+from psx.federated.schema import is_federated
 from psx.loggers import WandbLogger, build_loggers, flatten
 from psx.models import arm_fields, build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
@@ -141,11 +142,8 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = runlock.acquire(run_dir, "train")
-    except PsxError as e:  # FolderInUse, or a folder that cannot be made: this job writes nothing
-        print(f"psx: error: {e}", file=sys.stderr, flush=True)
-        return JobOutcome("failed", str(run_dir.resolve()))
-    except OSError as e:
-        print(f"psx: error: {disk_error(run_dir, e)}", file=sys.stderr, flush=True)
+    except (PsxError, OSError) as e:  # FolderInUse, or a disk that refuses: this job writes nothing
+        print(f"psx: error: {e if isinstance(e, PsxError) else disk_error(run_dir, e)}", file=sys.stderr, flush=True)
         return JobOutcome("failed", str(run_dir.resolve()))
     try:
         return run_locked(cfg, run_dir, process_started)
@@ -159,9 +157,8 @@ def run_locked(cfg: DictConfig, run_dir: Path, process_started: float | None) ->
     job = JobRecord(run_dir, base_summary(cfg, run_dir))
     if previous is None and any((run_dir / name).exists() for name in (CHECKPOINT_NAME, "metrics.csv")):
         # Without a readable summary nothing says whose checkpoint and metrics these are: keep them.
-        message = (f"{run_dir} holds a run whose summary.json is missing or damaged; move the folder away "
-                   "or run in a new one")
-        print(f"psx: error: {message}", file=sys.stderr, flush=True)
+        print(f"psx: error: {run_dir} holds a run whose summary.json is missing or damaged; move the folder "
+              "away or run in a new one", file=sys.stderr, flush=True)
         return JobOutcome("failed", str(run_dir.resolve()))
     if previous is not None and what_is_trained(previous.get("overrides") or []) != what_is_trained(job.summary["overrides"]):
         _fail(job.summary, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
@@ -203,10 +200,10 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
         cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
     )
     config = OmegaConf.to_container(cfg, resolve=True)
-    trainer = Trainer(cfg.trainer, cfg.seed, on_epoch=job.loggers.log_epoch,
-                      checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
+    trainer = make_trainer(cfg, job, checkpoint_path, config)
     with stop_on_signals(trainer):
         result = trainer.fit(model, data, task, resume=resume)
+    summary.update(getattr(result, "summary", {}))  # a federated run's own fields (comm/bytes, ...)
     summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
     # The finished run keeps only what transfer and inspection need: the selected weights.
     save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
@@ -217,6 +214,16 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
         task.selection_metric, result.test[task.selection_metric], job.run_dir,
     )
     return result.best_val[task.selection_metric]
+
+
+def make_trainer(cfg: DictConfig, job: JobRecord, checkpoint_path: Path, config: dict[str, Any]):
+    """psx's Trainer, or the same fit on Flower when clients share the model through a server."""
+    if is_federated(cfg):
+        from psx.federated.run import FederatedTrainer
+
+        return FederatedTrainer(cfg, job.loggers.log_epoch, checkpoint_path, {"config": config})
+    return Trainer(cfg.trainer, cfg.seed, on_epoch=job.loggers.log_epoch,
+                   checkpoint_path=checkpoint_path, checkpoint_extra={"config": config})
 
 
 @contextmanager
@@ -267,6 +274,7 @@ def prepare_device(cfg: DictConfig, summary: dict[str, Any]) -> torch.device:
     device = resolve_device(cfg.device, **parallel_context())
     summary["device"] = str(device)
     summary["torch_threads"] = torch.get_num_threads()
+    summary["torch_threads_reason"] = thread_reason()
     torch.manual_seed(cfg.seed)
     configure_backends(cfg.trainer.deterministic)
     summary["reused_host_memory"] = cfg.device.reuse_host_memory and reuse_host_memory()

@@ -9,6 +9,7 @@ resumed CPU run ends with exactly the metrics of an unbroken one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,8 @@ from psx.data.spec import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
 from psx.progress import Progress
+
+log = logging.getLogger("psx")
 
 
 @dataclass
@@ -140,6 +143,7 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 train_loss, items = loop.train_epoch(epoch)
                 train_seconds = time.perf_counter() - epoch_start
+                loop.progress.phase("validating...")
                 val = loop.evaluate(data.val)
                 loop.record_epoch(epoch, train_loss, val, items / train_seconds, time.perf_counter() - epoch_start)
                 if loop.end_epoch(epoch, val):
@@ -149,6 +153,8 @@ class Trainer:
                     loop.checkpoint()
         finally:
             loop.progress.close()
+        if self.cfg.progress != "none":
+            log.info("testing the best-validation weights (epoch %d) on the test split", loop.state.best_epoch)
         return loop.result(data.test, stopped_early)
 
 

@@ -25,6 +25,9 @@ same run, on the same machine (medians of several repeats).
   sweep     the digits cnn_sharing_vs_datasize grid: Hydra's basic launcher vs joblib with 2 jobs
             (target >= 1.6x on 2 cores), and the ceiling set by how well one job already uses
             both cores through torch's threads.
+  busy      `psx train` on digits beside two CPU-bound processes, all held to the same two CPUs:
+            psx's default threads vs device.num_threads=1 beside the same load (target <= 2x; torch's
+            own default threads were many times slower), and vs the same command on the two idle CPUs.
   options   psx's GPU options, each alone and all together, against psx without them in the same
             run (fp32, data on the host copied per batch through pinned memory, eager,
             deterministic): data resident on the device, cudnn.benchmark, bf16 and fp16 autocast,
@@ -39,7 +42,7 @@ same run, on the same machine (medians of several repeats).
 Each baseline is written plainly below: the simplest correct raw-PyTorch (or plain-command) way to
 do the same work.
 
-    python scripts/bench.py [--only trainer lc soft hashed rnn startup sweep options stacked] [--device cuda] [--json bench.json] [--quick]
+    python scripts/bench.py [--only trainer lc soft hashed rnn startup sweep busy options stacked] [--device cuda] [--json bench.json] [--quick]
 
 Set PSX_DATA_DIR to a folder holding MNIST/raw and PennTreebank (torchvision's layout). Other busy
 processes on the machine distort every figure: run it on an idle machine. Host memory is kept for
@@ -417,6 +420,51 @@ def sweep():
     ]
 
 
+BUSY_LOOP = "while True: pass"
+
+
+def two_cpus():
+    """Two of the CPUs this process may use: the busy benchmark holds psx and the load to them."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[:2]) if len(cpus) >= 2 else None
+
+
+def timed_on(cpus, args, cwd):
+    started = time.perf_counter()
+    subprocess.run([PSX, *args], cwd=cwd, capture_output=True, check=True,
+                   preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    return time.perf_counter() - started
+
+
+def busy_machine(quick):
+    """Whole `psx train` runs (default: cnn_shared on digits) on two CPUs, idle and beside two
+    CPU-bound processes on the same two CPUs. Torch's default threads made the busy run many
+    times slower than device.num_threads=1; psx's default must stay within 2x of it."""
+    cpus = two_cpus()
+    if cpus is None:
+        return [], ["# busy: needs two CPUs, skipped"]
+    args = ["train", *(["trainer.epochs=2"] if quick else [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        idle = timed_on(cpus, args, tmp)
+        load = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+                for _ in range(2)]
+        try:
+            time.sleep(0.5)
+            busy_default = timed_on(cpus, args, tmp)
+            busy_one = timed_on(cpus, [*args, "device.num_threads=1"], tmp)
+        finally:
+            for process in load:
+                process.kill()
+                process.wait()
+        threads = sorted(json.loads(p.read_text()).get("torch_threads") for p in Path(tmp).glob("outputs/*/*/summary.json"))
+    return [
+        {"what": "psx train on 2 busy CPUs: default threads vs device.num_threads=1 (s)", "psx": busy_default,
+         "baseline": busy_one, "ratio": busy_default / busy_one, "target": "<= 2"},
+        {"what": f"  the same run on the 2 CPUs idle (s) [torch threads chosen: {threads}]", "psx": busy_default,
+         "baseline": idle, "ratio": busy_default / idle, "target": "<= 2"},
+    ], []
+
+
 # --- GPU options ---------------------------------------------------------------------------------
 
 # Each option as overrides on top of OPTIONS_BASELINE; the device types it means anything on.
@@ -521,7 +569,7 @@ def stacked_seeds(devices, seeds, repeats, quick):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "soft", "hashed", "rnn", "startup", "sweep", "options", "stacked"])
+    parser.add_argument("--only", nargs="*", default=["trainer", "lc", "soft", "hashed", "rnn", "startup", "sweep", "busy", "options", "stacked"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None,
                         help="device for the options section (default: cuda when there is a GPU, else skipped)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -556,6 +604,10 @@ def main():
         rows += startup(1 if args.quick else 5)
     if "sweep" in args.only and not args.quick:
         rows += sweep()
+    if "busy" in args.only:
+        busy_rows, busy_notes = busy_machine(args.quick)
+        rows += busy_rows
+        notes += busy_notes
     if "options" in args.only:
         if args.device is None:
             notes.append("# options: no GPU here, skipped (--device cpu measures the options CPU has: bf16, compile)")

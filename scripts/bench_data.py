@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 
 def psx_images_per_s(train, batch_size: int, images: int) -> float:
@@ -80,9 +79,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from psx.data import build_data
-    from psx.hydra_app import config_dir
+    from psx.data.registry import default_config
 
-    cfg = OmegaConf.load(config_dir() / "dataset" / "mnist.yaml")
+    cfg = default_config("mnist")  # what `dataset=mnist` composes to
     build_data(cfg, args.data_dir)  # decode and cache once (not timed)
     started = time.perf_counter()
     data = build_data(cfg, args.data_dir)

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Real data for the tests comes from the user's data folder (PSX_DATA_DIR, in psx's own layout,
+# i.e. torchvision's) or else from CI's copy beside the project, which keeps each set in a
+# folder of its own (CI_FOLDERS); either way the tests copy the files into psx's layout.
 SHARED_DATA = REPO.parent / "shared" / "data"
+CI_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "ptb": "ptb"}
 
 
 def psx_executable() -> str:
@@ -21,8 +25,6 @@ def psx_executable() -> str:
 
 def run_psx(args, cwd, timeout=300, extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")}
-    if SHARED_DATA.is_dir():
-        env.setdefault("PSX_DATA_DIR", str(SHARED_DATA))
     for key, value in (extra_env or {}).items():  # None removes a variable
         if value is None:
             env.pop(key, None)
@@ -33,35 +35,71 @@ def run_psx(args, cwd, timeout=300, extra_env=None):
     )
 
 
-def require_shared_data() -> Path:
-    """The real data files beside the project; skip without them, but fail in CI (CI=true)."""
-    if not SHARED_DATA.is_dir():
-        message = f"real data not found at {SHARED_DATA} (see DESIGN.md: Data on these machines)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI must have it")
-        pytest.skip(message)
-    return SHARED_DATA
+def missing_data(message: str) -> "NoReturn":  # noqa: F821
+    """Skip a test whose real data is not here; in CI (CI=true) missing data is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true, and CI must provide it)")
+    pytest.skip(message)
 
 
-def copy_into(root: Path, layout: dict[str, str]) -> Path:
-    """Copy shared files into root in the layout psx (and torchvision) expect: {src: dest folder}."""
-    shared = require_shared_data()
-    for src, dest in layout.items():
-        target = root / dest
+def real_files(name: str, files: list[str] | None = None) -> dict[str, Path]:
+    """{file name: path} of a downloadable data set's published files (all, or those named), from
+    PSX_DATA_DIR in psx's layout or else CI's copy; skips, naming what to put where, without them."""
+    from psx.data.registry import dataset_entry
+
+    source = dataset_entry(name).source
+    wanted = files or [file for file, _ in source.files]
+    user_dir = os.environ.get("PSX_DATA_DIR")
+    folders = [source.path(user_dir)] if user_dir else []
+    folders += [SHARED_DATA / CI_FOLDERS[name]] if name in CI_FOLDERS else []
+    for folder in folders:
+        if all((folder / file).is_file() for file in wanted):
+            return {file: folder / file for file in wanted}
+    where = source.path(user_dir) if user_dir else f"$PSX_DATA_DIR/{source.folder}"
+    missing_data(f"{name} not found: put {', '.join(wanted)} in {where} (torchvision's layout; "
+                 f"`psx data download {name}` fetches them on a machine with internet)")
+
+
+def copy_into(root: Path, *names: str) -> Path:
+    """Writable copies of the named data sets' files under root, in psx's layout (skips without them)."""
+    from psx.data.registry import dataset_entry
+
+    for name in names:
+        files = real_files(name)
+        target = dataset_entry(name).source.path(root)
         target.mkdir(parents=True, exist_ok=True)
-        for f in sorted((shared / src).parent.glob((shared / src).name)):
-            shutil.copyfile(f, target / f.name)  # copyfile: writable copies of the read-only originals
+        for file, path in files.items():
+            shutil.copyfile(path, target / file)  # copyfile: writable copies of possibly read-only originals
     return root
 
 
-MNIST_LAYOUT = {"mnist/*.gz": "MNIST/raw"}
-PTB_LAYOUT = {"ptb/ptb.*.txt": "PennTreebank"}
+# Older names for the data sets, for tests that still pass them to copy_into.
+MNIST_LAYOUT = "mnist"
+PTB_LAYOUT = "ptb"
 
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory):
-    """One writable copy of MNIST and PTB for the whole session (decoded once, then cached)."""
-    return copy_into(tmp_path_factory.mktemp("psx-data"), {**MNIST_LAYOUT, **PTB_LAYOUT})
+def session_data_root(tmp_path_factory):
+    """One writable data folder for the whole session; the fixtures below copy their set into it once."""
+    return tmp_path_factory.mktemp("psx-data")
+
+
+@pytest.fixture(scope="session")
+def mnist_root(session_data_root):
+    """A data folder holding MNIST (decoded once, then cached); skips without MNIST."""
+    return copy_into(session_data_root, "mnist")
+
+
+@pytest.fixture(scope="session")
+def ptb_root(session_data_root):
+    """A data folder holding Penn Treebank; skips without it."""
+    return copy_into(session_data_root, "ptb")
+
+
+@pytest.fixture(scope="session")
+def data_root(mnist_root, ptb_root):
+    """A data folder holding MNIST and PTB; skips unless both are there."""
+    return mnist_root
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import json
 import socket
 
 import pytest
-from conftest import MNIST_LAYOUT, copy_into
+from conftest import copy_into
 
 
 def one_error_line(result, message):
@@ -63,24 +63,46 @@ def test_offline_download_names_the_set_the_folder_and_what_to_do(psx, tmp_path)
     assert train.returncode == 2 and "mnist: data not found" in train.stderr and not (psx.cwd / "outputs").exists()
 
 
-def test_data_list_and_download_from_placed_files(psx, tmp_path):
-    root = copy_into(tmp_path / "data", MNIST_LAYOUT)
+def listed_rows(result):
+    """{name: row} of `psx data list`'s table."""
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("name ")) + 1
+    return {line.split()[0]: line for line in lines[start:] if line and not line.startswith("decoded:")}
+
+
+def test_data_list_download_and_clean_from_placed_files(psx, tmp_path):
+    root = copy_into(tmp_path / "data", "mnist")
     listed = psx("data", "list", extra_env={"PSX_DATA_DIR": str(root)})
     assert listed.returncode == 0, listed.stderr
-    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[2:]}
+    rows = listed_rows(listed)
     assert set(rows) == {"digits", "multi_digits", "mnist", "fashion_mnist", "cifar10", "ptb", "multi_mnist"}
-    assert "present" in rows["mnist"] and str(root / "MNIST/raw") in rows["mnist"]
+    assert "present" in rows["mnist"] and str(root / "MNIST/raw") in rows["mnist"] and "11.6 MB" in rows["mnist"]
     assert "missing" in rows["cifar10"] and "bundled" in rows["digits"]
     # The files are there: `download` only verifies and decodes them, without any network.
     fetched = psx("data", "download", "mnist", "--dir", str(root))
     assert fetched.returncode == 0, fetched.stderr
     assert "mnist: verified and ready" in fetched.stdout
-    assert "ready" in psx("data", "list", "--dir", str(root)).stdout.splitlines()[4]
+    decoded = psx("data", "list", "--dir", str(root))
+    made = [p for p in (root / "MNIST/raw").iterdir() if p.suffix != ".gz"]  # the cache and the extracted copies
+    assert sorted(p.name for p in made) == ["psx-mnist.pt", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                            "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    made_mb = f"{sum(p.stat().st_size for p in made) / 1e6:.1f}"
+    mnist = listed_rows(decoded)["mnist"].split()
+    assert mnist[1] == "ready" and mnist[2:6] == ["11.6", "MB", made_mb, "MB"]  # archives, then what psx made
+    assert "`psx data clean [NAME]` removes them" in decoded.stdout
+    archives = sorted(p.name for p in (root / "MNIST/raw").glob("*.gz"))
+
+    cleaned = psx("data", "clean", "mnist", "--dir", str(root))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "mnist: removed 5 file(s)" in cleaned.stdout and f"freed {made_mb} MB" in cleaned.stdout
+    assert sorted(p.name for p in (root / "MNIST/raw").iterdir()) == archives  # the published files stay
+    assert "present (not yet decoded)" in listed_rows(psx("data", "list", "--dir", str(root)))["mnist"]
     one_error_line(psx("data", "download", "nope"), "unknown data set 'nope'")
+    one_error_line(psx("data", "clean", "nope", "--dir", str(root)), "unknown dataset 'nope'")
 
 
-def test_mnist_run_and_sweep_end_to_end(psx, data_root):
-    env = {"PSX_DATA_DIR": str(data_root)}
+def test_mnist_run_and_sweep_end_to_end(psx, mnist_root):
+    env = {"PSX_DATA_DIR": str(mnist_root)}
     # Small and single-threaded: keeps the suite fast on 2 shared cores (torch threads collapse under contention).
     small = ["trainer.epochs=1", "model.channels=[8,16]", "dataset.val_size=1000", "device.num_threads=1"]
     one = psx("train", "dataset=mnist", "dataset.train_size=300", *small, extra_env=env)

@@ -1,6 +1,8 @@
-"""Image data sets on the real files in ../shared/data (copied into temporary folders)."""
+"""Image data sets on real files (from PSX_DATA_DIR or CI's copy, copied into temporary folders)."""
 import hashlib
+import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -9,37 +11,38 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_LAYOUT, copy_into, require_shared_data
-from omegaconf import OmegaConf
+from conftest import SHARED_DATA, copy_into, missing_data, real_files
 
 from psx.data import build_data, store
 from psx.data.images import channel_stats, crop_flip, load_images
+from psx.data.registry import dataset_entry, default_config
 from psx.errors import PsxError
-from psx.hydra_app import config_dir
+
+MNIST = dataset_entry("mnist").source
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def dataset_cfg(name, **overrides):
-    return OmegaConf.merge(OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml"), overrides)
+    return default_config(name, **overrides)
 
 
 def row_hashes(x: torch.Tensor) -> Counter:
     return Counter(hashlib.md5(row.numpy().tobytes()).hexdigest() for row in x.reshape(len(x), -1))
 
 
-def test_mnist_has_the_published_counts(data_root):
-    t = load_images("mnist", data_root)
+def test_mnist_has_the_published_counts(mnist_root):
+    t = load_images(MNIST, mnist_root)
     assert t["train_x"].shape == (60_000, 1, 28, 28) and t["test_x"].shape == (10_000, 1, 28, 28)
     assert t["train_x"].dtype == torch.uint8 and int(t["train_x"].max()) == 255
     assert torch.bincount(t["train_y"]).tolist() == MNIST_TRAIN_COUNTS
     assert torch.bincount(t["test_y"]).tolist() == MNIST_TEST_COUNTS
 
 
-def test_mnist_validation_is_a_stratified_holdout_of_train_and_test_is_untouched(data_root):
-    raw = load_images("mnist", data_root)
-    data = build_data(dataset_cfg("mnist"), data_root)
+def test_mnist_validation_is_a_stratified_holdout_of_train_and_test_is_untouched(mnist_root):
+    raw = load_images(MNIST, mnist_root)
+    data = build_data(dataset_cfg("mnist"), mnist_root)
     assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)
     # train + val is exactly the published training split (a partition: no overlap, nothing lost).
     assert row_hashes(data.train.x) + row_hashes(data.val.x) == row_hashes(raw["train_x"])
@@ -51,19 +54,19 @@ def test_mnist_validation_is_a_stratified_holdout_of_train_and_test_is_untouched
     assert x.dtype == torch.float32 and abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-3
 
 
-def test_mnist_cache_loads_in_well_under_a_second(data_root):
-    load_images("mnist", data_root)  # decoded and cached by now
-    assert store.get_source("mnist").cache_path(data_root).is_file()
+def test_mnist_cache_loads_in_well_under_a_second(mnist_root):
+    load_images(MNIST, mnist_root)  # decoded and cached by now
+    assert MNIST.cache_path(mnist_root).is_file()
     started = time.perf_counter()
-    build_data(dataset_cfg("mnist"), data_root)
+    build_data(dataset_cfg("mnist"), mnist_root)
     assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize("size", [100, 1000, 7777])
-def test_mnist_subsets_are_stratified_nested_and_validation_never_shrinks(data_root, size):
-    full = build_data(dataset_cfg("mnist"), data_root)
-    small = build_data(dataset_cfg("mnist", train_size=size), data_root)
-    larger = build_data(dataset_cfg("mnist", train_size=size + 1000), data_root)
+def test_mnist_subsets_are_stratified_nested_and_validation_never_shrinks(mnist_root, size):
+    full = build_data(dataset_cfg("mnist"), mnist_root)
+    small = build_data(dataset_cfg("mnist", train_size=size), mnist_root)
+    larger = build_data(dataset_cfg("mnist", train_size=size + 1000), mnist_root)
     assert len(small.train) == size and len(small.val) == 5000 and len(small.test) == 10_000
     counts = torch.bincount(full.train.y, minlength=10)
     for c in range(10):
@@ -73,71 +76,89 @@ def test_mnist_subsets_are_stratified_nested_and_validation_never_shrinks(data_r
     assert not row_hashes(small.train.x) & row_hashes(small.val.x)
 
 
-def test_mnist_subset_is_the_same_in_another_process(data_root):
+def test_mnist_subset_is_the_same_in_another_process(mnist_root):
     code = (
-        "import hashlib; from omegaconf import OmegaConf; from psx.data import build_data; from psx.hydra_app import config_dir;"
-        "cfg = OmegaConf.merge(OmegaConf.load(config_dir() / 'dataset' / 'mnist.yaml'), {'train_size': 500, 'subset_seed': 3});"
-        f"d = build_data(cfg, {str(data_root)!r}); print(hashlib.md5(d.train.x.numpy().tobytes() + d.val.x.numpy().tobytes()).hexdigest())"
+        "import hashlib; from psx.data import build_data; from psx.data.registry import default_config;"
+        "cfg = default_config('mnist', train_size=500, subset_seed=3);"
+        f"d = build_data(cfg, {str(mnist_root)!r}); print(hashlib.md5(d.train.x.numpy().tobytes() + d.val.x.numpy().tobytes()).hexdigest())"
     )
-    here = build_data(dataset_cfg("mnist", train_size=500, subset_seed=3), data_root)
+    here = build_data(dataset_cfg("mnist", train_size=500, subset_seed=3), mnist_root)
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert there.returncode == 0, there.stderr
     assert there.stdout.strip() == hashlib.md5(here.train.x.numpy().tobytes() + here.val.x.numpy().tobytes()).hexdigest()
 
 
 def test_a_corrupt_file_is_reported_and_never_used(tmp_path):
-    root = copy_into(tmp_path, MNIST_LAYOUT)
+    root = copy_into(tmp_path, "mnist")
     labels = root / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
     blob = bytearray(labels.read_bytes())
     blob[100] ^= 0xFF
     labels.write_bytes(bytes(blob))
     with pytest.raises(PsxError, match=r"mnist: .*t10k-labels-idx1-ubyte.gz is corrupt .*psx data download mnist"):
-        load_images("mnist", root)
-    assert not store.get_source("mnist").cache_path(root).exists()
+        load_images(MNIST, root)
+    assert not MNIST.cache_path(root).exists()
     assert not (root / "MNIST/raw/t10k-labels-idx1-ubyte").exists()  # not even extracted
 
 
 def test_half_written_or_foreign_cache_is_never_trusted(tmp_path):
-    root = copy_into(tmp_path, MNIST_LAYOUT)
-    cache = store.get_source("mnist").cache_path(root)
-    good = load_images("mnist", root)
+    root = copy_into(tmp_path, "mnist")
+    cache = MNIST.cache_path(root)
+    good = load_images(MNIST, root)
     cache.write_bytes(cache.read_bytes()[: 1 << 20])  # as if the writer died halfway
     (cache.parent / f".{cache.name}.12345.tmp").write_bytes(b"leftover of a killed writer")
-    again = load_images("mnist", root)
+    again = load_images(MNIST, root)
     assert torch.equal(again["train_x"], good["train_x"]) and torch.equal(again["test_y"], good["test_y"])
     assert torch.load(cache, weights_only=True)["format"] == store.CACHE_FORMAT  # rewritten whole
 
 
 def test_missing_files_without_download_name_the_set_the_folder_and_what_to_do(tmp_path):
     with pytest.raises(PsxError) as e:
-        load_images("mnist", tmp_path, download=False)
+        load_images(MNIST, tmp_path, download=False)
     message = str(e.value)
     assert message.startswith("mnist: ") and str(tmp_path / "MNIST/raw") in message
     assert "psx data download mnist" in message and "\n" not in message
 
 
 def test_fashion_mnist_label_files_are_the_published_ones_and_images_are_reported_missing(tmp_path):
-    root = copy_into(tmp_path, {"fashion-mnist/*.gz": "FashionMNIST/raw"})
-    source = store.get_source("fashion_mnist")
+    source = dataset_entry("fashion_mnist").source
+    labels = real_files("fashion_mnist", ["train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
+    root = tmp_path
+    source.path(root).mkdir(parents=True)
     md5 = dict(source.files)
-    for name in ["train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]:
-        assert store.file_md5(root / "FashionMNIST/raw" / name) == md5[name]
+    for name, path in labels.items():  # only the label files: the images must be reported missing
+        shutil.copyfile(path, source.path(root) / name)
+        assert store.file_md5(source.path(root) / name) == md5[name]
     with pytest.raises(PsxError, match=r"fashion_mnist: train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz not found"):
         build_data(dataset_cfg("fashion_mnist", download=False), root)
 
 
+def first_100_cifar10_test_images():
+    """(labels, (100, 32, 32, 3) uint8 HWC images, batches.meta path): the first 100 CIFAR-10 test
+    images, from the user's CIFAR-10 (PSX_DATA_DIR) or CI's copy (a CSV of them: label, then 3072 HWC pixels)."""
+    user = os.environ.get("PSX_DATA_DIR")
+    folder = dataset_entry("cifar10").source.path(user) if user else None
+    if folder is not None and (folder / "test_batch").is_file() and (folder / "batches.meta").is_file():
+        with open(folder / "test_batch", "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        hwc = np.asarray(batch["data"][:100], dtype=np.uint8).reshape(100, 3, 32, 32).transpose(0, 2, 3, 1)
+        return list(batch["labels"][:100]), hwc, folder / "batches.meta"
+    csv, meta = SHARED_DATA / "cifar10/cifar10_test.csv", SHARED_DATA / "cifar10/batches.meta"
+    if not (csv.is_file() and meta.is_file()):
+        missing_data(f"cifar10 not found: put test_batch and batches.meta in {folder or '$PSX_DATA_DIR/cifar-10-batches-py'} "
+                     "(torchvision's layout; `psx data download cifar10` fetches them on a machine with internet)")
+    rows = np.loadtxt(csv, delimiter=",", dtype=np.int64)
+    return rows[:, 0].tolist(), rows[:, 1:].astype(np.uint8).reshape(100, 32, 32, 3), meta
+
+
 @pytest.fixture
 def cifar_from_100_real_images(tmp_path):
-    """cifar-10-batches-py/ in torchvision's python format, built from the 100 real test images:
+    """cifar-10-batches-py/ in torchvision's python format, built from 100 real test images:
     test_batch holds all 100 in order; data_batch_1..5 hold 20 each (so 'train' is the same 100)."""
-    shared = require_shared_data()
-    rows = np.loadtxt(shared / "cifar10/cifar10_test.csv", delimiter=",", dtype=np.int64)
-    labels = rows[:, 0].tolist()
-    hwc = rows[:, 1:].astype(np.uint8).reshape(100, 32, 32, 3)
+    labels, hwc, meta = first_100_cifar10_test_images()
     chw_rows = hwc.transpose(0, 3, 1, 2).reshape(100, 3072)  # the published CHW byte layout
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    (folder / "batches.meta").write_bytes((shared / "cifar10/batches.meta").read_bytes())
+    shutil.copyfile(meta, folder / "batches.meta")
 
     def write(name, idx):
         with open(folder / name, "wb") as f:
@@ -146,12 +167,12 @@ def cifar_from_100_real_images(tmp_path):
     for k in range(5):
         write(f"data_batch_{k + 1}", list(range(20 * k, 20 * k + 20)))
     write("test_batch", list(range(100)))
-    return tmp_path, torch.from_numpy(hwc).permute(0, 3, 1, 2), torch.tensor(labels)
+    return tmp_path, torch.from_numpy(np.ascontiguousarray(hwc)).permute(0, 3, 1, 2), torch.tensor(labels)
 
 
 def test_cifar10_integrity_check_rejects_batches_that_are_not_the_published_ones(cifar_from_100_real_images):
     root, _, _ = cifar_from_100_real_images
-    source = store.get_source("cifar10")
+    source = dataset_entry("cifar10").source
     assert store.file_md5(root / "cifar-10-batches-py/batches.meta") == dict(source.files)["batches.meta"]  # real
     with pytest.raises(PsxError, match=r"cifar10: .*data_batch_1 is corrupt"):
         build_data(dataset_cfg("cifar10", val_size=10), root)

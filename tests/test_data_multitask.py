@@ -4,19 +4,20 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from psx.data import build_data, store, strata
-from psx.data.digits import load_digits_arrays
+from psx.data import build_data, strata
 from psx.data.images import load_images
-from psx.data.multitask import partners
+from psx.data.pairs import partners
+from psx.data.registry import dataset_entry, default_config
+from psx.data.sets.digits import load_digits_arrays
 from psx.data.subsets import stratified_split
 from psx.errors import PsxError
-from psx.hydra_app import config_dir
+
+MNIST = dataset_entry("mnist").source
 
 
 def multi_cfg(name, **overrides):
-    return OmegaConf.merge(OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml"), overrides)
+    return default_config(name, **overrides)
 
 
 def digits_parts():
@@ -73,16 +74,16 @@ def test_multi_digits_train_size_below_one_per_pair_is_refused():
         build_data(multi_cfg("multi_digits", train_size=groups - 1))
 
 
-def test_multi_mnist_from_the_real_files(data_root):
-    base = load_images("mnist", data_root)
-    data = build_data(multi_cfg("multi_mnist"), data_root)
+def test_multi_mnist_from_the_real_files(mnist_root):
+    base = load_images(MNIST, mnist_root)
+    data = build_data(multi_cfg("multi_mnist"), mnist_root)
     assert data.spec.input_shape == (1, 36, 36)
     assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5_000, 10_000)
     assert torch.equal(data.test.y[:, 0], base["test_y"])  # test pairs only from the test split
     assert torch.equal(data.test.x[:, :, :8, :28], base["test_x"][:, :, :8, :])
     train_labels = Counter(data.train.y[:, 0].tolist()) + Counter(data.val.y[:, 0].tolist())
     assert train_labels == Counter(base["train_y"].tolist())
-    cache = list(store.get_source("mnist").path(data_root).glob("psx-multi_mnist-*.pt"))
+    cache = list(MNIST.path(mnist_root).glob("psx-multi_mnist-*.pt"))
     assert len(cache) == 1
-    again = build_data(multi_cfg("multi_mnist"), data_root)  # from the cache
+    again = build_data(multi_cfg("multi_mnist"), mnist_root)  # from the cache
     assert torch.equal(again.train.x, data.train.x) and torch.equal(again.val.y, data.val.y)

@@ -60,14 +60,6 @@ def test_optuna_sweep_of_three_trials_reports_a_best_value(psx):
     assert set(best["best_params"]) == {"trainer.lr", "trainer.weight_decay", "model.channels"}
 
 
-def test_slurm_preset_composes_onto_submitits_launcher(psx):
-    result = psx("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
-    assert result.returncode == 0, result.stderr
-    launcher = yaml.safe_load(result.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("SlurmLauncher")
-    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["timeout_min"] == 240
-
-
 def test_a_job_failing_in_a_joblib_worker_still_fails_the_command(psx):
     sweep = psx.cwd / "sweep"
     result = psx("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp",

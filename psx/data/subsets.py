@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from psx.errors import PsxError
+
 
 def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     """A permutation of range(len(labels)) whose every prefix is class-stratified."""
@@ -45,3 +47,26 @@ def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np
 def nested_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Indices (into labels) of a stratified subset of `size`; nested across sizes for one seed."""
     return np.sort(stratified_order(labels, seed)[:size])
+
+
+def strata(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """The label a subset is stratified by: the class, or for several tasks the combination of classes."""
+    if y.ndim == 1:
+        return y
+    return np.ravel_multi_index(tuple(y.T), (num_classes,) * y.shape[1])
+
+
+def subsample_train(train, spec, size: int | None, seed: int):
+    """A stratified, seeded, nested subset of the training Split (validation and test never shrink)."""
+    import torch
+
+    if size is None:
+        return train
+    if size > len(train):
+        raise PsxError(f"dataset.train_size={size} but {spec.name} has only {len(train)} training examples")
+    labels = strata(train.y.numpy(), spec.num_classes)
+    groups = len(np.unique(labels))
+    if size < groups:
+        what = f"class ({groups} classes)" if train.y.ndim == 1 else f"combination of task labels ({groups} combinations)"
+        raise PsxError(f"dataset.train_size={size} is fewer than one example per {what}")
+    return train.subset(torch.from_numpy(nested_subset(labels, size, seed)))

@@ -103,8 +103,20 @@ class Plotter:
             (self.learning_curves(), f"learning curves: val {self.metric} per epoch, mean ± std over seeds"),
             (self.metric_vs_params(), f"{self.split} {self.metric} vs unique parameters"),
             (self.metric_vs_sharing(), f"{self.split} {self.metric} vs sharing ratio (families with more than two arms)"),
+            (self.federated(), "federated runs: test accuracy per round and per MB communicated, a line per arm, "
+                               "mean ± std over seeds; dashed: the centralised run"),
         ]
         return [(path, caption) for path, caption in figures if path is not None]
+
+    def federated(self) -> Path | None:
+        """Accuracy against rounds and bytes communicated, when the report holds federated runs."""
+        arms = self.runs.get("federated.name")
+        if "path" not in self.runs or arms is None or not (arms.dropna() != "none").any():
+            return None
+        from psx.federated.figures import load_runs, plot
+
+        rounds, central = load_runs(self.runs["path"].dropna().tolist())
+        return plot(rounds, central, self.out / "federated_acc_vs_rounds.png") if len(rounds) else None
 
     def _datasets(self, frame: pd.DataFrame) -> list[Any]:
         return sorted(frame[self.dataset_key].unique(), key=sort_key) if len(frame) else []
