@@ -10,6 +10,7 @@ pytest.importorskip("flwr", reason='the federated extra is not installed (pip in
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict  # noqa: E402
 
+from psx.checkpoint import load_checkpoint  # noqa: E402
 from psx.config import validate  # noqa: E402
 from psx.data import build_data  # noqa: E402
 from psx.errors import PsxError  # noqa: E402
@@ -109,7 +110,7 @@ def test_fedper_heads_never_leave_their_client(tmp_path):
         assert set(message.content["arrays"].keys()) == trunk  # both ways, only trunk tensors travel
     assert set(arrays.keys()) == trunk  # the server's aggregate holds no head
     for partition in range(3):  # each client kept its own trained head, on its side
-        kept = torch.load(tmp_path / str(partition) / "round-1.pt", weights_only=True)
+        kept = load_checkpoint(tmp_path / str(partition) / "round-1.pt")  # checked against its digest
         assert set(kept) == head
         assert not torch.equal(kept["head.2.weight"], model.state_dict()["head.2.weight"])
     sent = sum(payload_bytes(m.content["arrays"]) for m in messages)
