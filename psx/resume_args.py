@@ -54,3 +54,11 @@ def resume_overrides(overrides: list[str], multirun: bool) -> list[str] | None:
     own = [o for o in summary.get("overrides") or []
            if override_key(o) != "trainer.resume" and override_key(o) not in keys_now]
     return [*own, *now, f"hydra.run.dir='{run_dir.resolve()}'"]
+
+
+def continued_run_arguments(args: list[str], overrides: list[str], multirun: bool) -> list[str]:
+    """`psx train` arguments in which `trainer.resume=<run>` became that run's own overrides and folder."""
+    continued = resume_overrides(overrides, multirun)
+    if continued is None:
+        return args
+    return [a for a in args if a not in overrides] + continued
