@@ -22,6 +22,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 DIGEST_KEY = "tensor_sha256"
 
 
+class DiskRefused(PsxError):
+    """A full or read-only disk refused the write; the previous checkpoint is intact."""
+
+
 class DamagedCheckpoint(PsxError):
     """The file is there but unreadable, or its tensors do not match their digest."""
 
@@ -54,7 +58,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     try:
         write_bytes_atomic(path, buffer.getbuffer())
     except OSError as e:
-        raise PsxError(disk_error(path, e)) from None
+        raise DiskRefused(disk_error(path, e)) from None
 
 
 def checkpoint_file(location: str | Path) -> Path:

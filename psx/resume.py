@@ -24,7 +24,8 @@ def resume_state(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, A
     overrides in its own folder); None to start afresh."""
     if cfg.trainer.resume is not None:
         raise PsxError("trainer.resume continues one run from the command line: `psx train trainer.resume=<run folder>`")
-    if previous is None or previous.get("status") not in ("running", "interrupted") or not checkpoint_path.exists():
+    continuable = ("running", "interrupted") + (("failed",) if (previous or {}).get("resumable") else ())
+    if previous is None or previous.get("status") not in continuable or not checkpoint_path.exists():
         return None
     state = checked_state(checkpoint_path, cfg.trainer.get("resume_damaged", "fail"))
     if state is None:

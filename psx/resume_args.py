@@ -47,7 +47,7 @@ def resume_overrides(overrides: list[str], multirun: bool) -> list[str] | None:
         raise PsxError(f"{run_dir} is not a psx run folder (no readable summary.json)") from None
     if summary.get("status") == "completed":
         raise PsxError(f"the run in {run_dir} already completed; nothing to resume")
-    if summary.get("status") == "failed":
+    if summary.get("status") == "failed" and not summary.get("resumable"):  # resumable: the disk refused a write
         raise PsxError(f"the run in {run_dir} failed ({summary.get('error')}); start it again without trainer.resume")
     now = [o for o in overrides if o not in given]  # machine settings only (checked above)
     keys_now = {override_key(o) for o in now}

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import psx
-from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from psx.checkpoint import CHECKPOINT_NAME, DiskRefused, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
@@ -237,6 +237,8 @@ def recorded_outcome(job: JobRecord):
         yield
     except PsxError as e:
         _fail(summary, str(e))
+        if isinstance(e, DiskRefused):
+            summary["resumable"] = True
     except StopRequested as e:
         summary.update(status="interrupted", error=f"stopped by {e.args[0] if e.args else 'a signal'}; continue with "
                        f"`psx train trainer.resume={run_dir}` (a sweep: re-run it with the same hydra.sweep.dir)")
@@ -248,6 +250,7 @@ def recorded_outcome(job: JobRecord):
         summary["traceback"] = traceback.format_exc()
         if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # a full or read-only disk: the path and why
             _fail(summary, disk_error(run_dir, e))
+            summary["resumable"] = True  # its last checkpoint is whole: continue once the disk allows
         elif isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e):
             _fail(summary, f"out of memory on {summary.get('device', '?')}: reduce trainer.batch_size or the model")
         else:
@@ -261,8 +264,7 @@ def recorded_outcome(job: JobRecord):
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """The last write of a job: if the disk refuses it, the previous summary.json stays whole and
-    one line says why (the job's own error, if any, was printed already)."""
+    """The job's last write; if the disk refuses it, the previous summary.json stays whole."""
     try:
         write_json_atomic(run_dir / "summary.json", summary)
     except OSError as e:
