@@ -167,3 +167,19 @@ def test_two_overlapping_sweeps_into_one_sweep_dir_do_not_mix(tmp_path):
     assert second.returncode == 1
     for job in "01":
         assert assert_clean_run(sweep / job, 30)["seed"] == int(job)
+
+
+def test_a_run_folder_with_a_damaged_summary_is_not_taken_by_another_run(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([psx_executable(), "train", "trainer.epochs=2", *FAST, f"hydra.run.dir={run_dir}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (run_dir / "summary.json").write_text('{"status": "compl')  # damaged
+    kept = {name: (run_dir / name).read_bytes() for name in ("checkpoint.pt", "metrics.csv", "summary.json")}
+    other = subprocess.run([psx_executable(), "train", "seed=5", "trainer.epochs=2", *FAST, f"hydra.run.dir={run_dir}"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    (line,) = [line for line in other.stderr.splitlines() if line.startswith("psx: error:")]
+    assert line == (f"psx: error: {run_dir} holds a run whose summary.json is missing or damaged; "
+                    "move the folder away or run in a new one")
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
