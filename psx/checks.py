@@ -56,12 +56,14 @@ def host_memory() -> int | None:
 
 
 def check_train_sizes(configs) -> None:
-    """A dataset.train_size larger than the training split fails here, not in a run folder: each
-    data set that is subsampled is loaded once (from its decoded cache, usually)."""
+    """A single run's dataset.train_size that its training split cannot give fails here, not in a
+    run folder: the data set is loaded once (from its decoded cache, usually)."""
     from psx.data import build_data
 
-    sized = {str(cfg.dataset) + str(cfg.paths.data_dir): cfg for cfg in configs if cfg.dataset.get("train_size")}
-    for cfg in sized.values():
+    if len(configs) != 1:  # in a sweep, a size that does not fit fails its own job and the sweep goes on
+        return
+    (cfg,) = configs
+    if cfg.dataset.get("train_size"):
         build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
 
 
