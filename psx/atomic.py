@@ -7,6 +7,7 @@ re-run) never write into each other's temporary file; a failed write removes its
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -32,3 +33,26 @@ def write_json_atomic(path: Path | str, payload: dict[str, Any]) -> None:
         with open(tmp, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=False, default=str)
             f.write("\n")
+
+
+def write_bytes_atomic(path: Path | str, data: bytes | memoryview) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk can also show up only here
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def disk_error(path: Path | str, error: OSError) -> str:
+    """One line for a write that the disk refused: names the path and says why."""
+    where = error.filename or path
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {where}: no space left on the device (free some space, then resume the run)"
+    if error.errno == errno.EROFS:
+        return f"cannot write {where}: the file system is read-only"
+    if error.errno == errno.EACCES:
+        return f"cannot write {where}: permission denied (a read-only folder?)"
+    return f"cannot write {where}: {error.strerror or error}"

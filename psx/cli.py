@@ -72,6 +72,7 @@ def train_command(args: list[str]) -> int:
     from psx.errors import PsxError
     from psx.hydra_app import hydra_arguments
     from psx.rerun import nothing_left_to_run
+    from psx.resume_args import continued_run_arguments
 
     parsed = hydra_arguments(args)
     only_shows_something = (parsed.help or parsed.hydra_help or parsed.version or parsed.cfg or parsed.info
@@ -79,7 +80,7 @@ def train_command(args: list[str]) -> int:
     workers = None
     if not only_shows_something and not parsed.config_dir and not parsed.config_path:
         try:
-            args = continued_run_arguments(args, parsed)
+            args = continued_run_arguments(args, parsed.overrides, parsed.multirun)
             parsed = hydra_arguments(args)
             if parsed.multirun and nothing_left_to_run(_parse_overrides(parsed.overrides)):
                 return 0
@@ -96,6 +97,9 @@ def train_command(args: list[str]) -> int:
     stopped = run_hydra(args, launch)
     if stopped is not None:
         return stopped
+    problem = shown_config_problem(parsed) if parsed.cfg else None
+    if problem is not None:  # printed as asked, but it would not run
+        fail(f"this config would not run: {problem}")
     if workers is not None:  # every job has finished: the joblib launcher's idle workers can go now
         workers.stop()
     failed = set(launch.failed_runs)
@@ -131,16 +135,6 @@ def run_hydra(args: list[str], launch) -> int | None:
         print("psx: stopped by SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
     return None
-
-
-def continued_run_arguments(args: list[str], parsed) -> list[str]:
-    """`trainer.resume=<run>` becomes that run's own overrides and its folder (psx.resume_args)."""
-    from psx.resume_args import resume_overrides
-
-    continued = resume_overrides(parsed.overrides, parsed.multirun)
-    if continued is None:
-        return args
-    return [a for a in args if a not in parsed.overrides] + continued
 
 
 def inspect_command(args: list[str]) -> int:
@@ -191,36 +185,14 @@ def report_command(args: list[str]) -> int:
         fail(str(e))
 
 
-DATA_USAGE = "usage: psx data list [--dir DIR] | psx data download NAME [--dir DIR] | psx data clean [NAME] [--dir DIR]"
-
-
 def data_command(args: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="psx data", usage=DATA_USAGE)
-    parser.add_argument("action", choices=["list", "download", "clean"])
-    parser.add_argument("name", nargs="?")
-    parser.add_argument("--dir", help="data folder (default: paths.data_dir, i.e. $PSX_DATA_DIR or ~/.cache/psx/data)")
-    parsed = parser.parse_args(args)
-    if parsed.action == "list" and parsed.name:
-        fail(f"`psx data list` takes no name ({DATA_USAGE})")
-    if parsed.action == "download" and not parsed.name:
-        fail(f"`psx data download` needs a data set name ({DATA_USAGE})")
-
     from psx import datacli
     from psx.errors import PsxError
 
     try:
-        data_dir = parsed.dir or datacli.configured_data_dir()
-        if parsed.action == "list":
-            datacli.list_datasets(data_dir)
-        elif parsed.action == "download":
-            datacli.download(parsed.name, data_dir)
-        else:
-            datacli.clean(parsed.name, data_dir)
+        return datacli.main(args)
     except PsxError as e:
         fail(str(e))
-    return 0
 
 
 def _parse_overrides(overrides: list[str]):
@@ -235,7 +207,10 @@ def _parse_overrides(overrides: list[str]):
         try:
             parsed += parser.parse_overrides([line])
         except HydraException as e:
-            raise PsxError(f"malformed override '{line}': {_one_line(e).split(' See https://')[0]}") from None
+            hint = ""
+            if "=" not in line and parsed:  # the rest of a value the shell split at a space
+                hint = f"; a value with spaces must be quoted as a whole: '{parsed[-1].input_line} {line}'"
+            raise PsxError(f"malformed override '{line}': {_one_line(e).split(' See https://')[0]}{hint}") from None
     return parsed
 
 
@@ -276,25 +251,7 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
     those workers (a psx.joblib_workers.WorkerStart) or None."""
     from psx.errors import PsxError
 
-    base, sweeps = [], []
-    for override in _parse_overrides(overrides):
-        if override.is_sweep_override() and not multirun:
-            raise PsxError(f"'{override.input_line}' lists several values: add -m to run them as a sweep")
-        if not override.is_sweep_override():
-            base.append(override.input_line)
-            continue
-        try:
-            values = list(override.sweep_string_iterator())
-        except Exception:  # e.g. an interval for an optimizing sweeper: nothing to enumerate
-            continue
-        sweeps.append([f"{override.get_key_element()}={value}" for value in values])
-
-    variants = [[sweep[0] for sweep in sweeps]]
-    for i, sweep in enumerate(sweeps):
-        for value in sweep[1:]:
-            variant = list(variants[0])
-            variant[i] = value
-            variants.append(variant)
+    base, variants = _variants(overrides, multirun)
     started = []
 
     def start_joblib_workers(hydra):
@@ -322,6 +279,47 @@ def preflight(overrides: list[str], multirun: bool, config_name: str):
         for workers in started:
             workers.cancel()
         raise
+
+
+def _variants(overrides: list[str], multirun: bool) -> tuple[list[str], list[list[str]]]:
+    """The plain overrides, and the sweep's values to check: the first of each list together,
+    then every other value once with the others' first values."""
+    from psx.errors import PsxError
+
+    base, sweeps = [], []
+    for override in _parse_overrides(overrides):
+        if override.is_sweep_override() and not multirun:
+            raise PsxError(f"'{override.input_line}' lists several values: add -m to run them as a sweep")
+        if not override.is_sweep_override():
+            base.append(override.input_line)
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except Exception:  # e.g. an interval for an optimizing sweeper: nothing to enumerate
+            continue
+        sweeps.append([f"{override.get_key_element()}={value}" for value in values])
+
+    variants = [[sweep[0] for sweep in sweeps]]
+    for i, sweep in enumerate(sweeps):
+        for value in sweep[1:]:
+            variant = list(variants[0])
+            variant[i] = value
+            variants.append(variant)
+    return base, variants
+
+
+def shown_config_problem(parsed) -> str | None:
+    """`--cfg` prints the config without running it; it still says what in it could not run."""
+    from psx.errors import PsxError
+
+    if parsed.config_dir or parsed.config_path:
+        return None
+    try:
+        base, variants = _variants(parsed.overrides, parsed.multirun)
+        list(_composed(parsed.config_name or "config", [base + variant for variant in variants]))
+    except PsxError as e:
+        return str(e)
+    return None
 
 
 def _composition_error(e: Exception) -> str:

@@ -8,6 +8,7 @@ but make no sense (a negative data size, an unknown optimizer).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -33,6 +34,11 @@ class Scheduler(Enum):
     cosine = "cosine"
     step = "step"
     plateau = "plateau"
+
+
+class ResumeDamaged(Enum):
+    fail = "fail"
+    restart = "restart"
 
 
 class Progress(Enum):
@@ -81,6 +87,7 @@ class TrainerSchema:
     deterministic: bool = MISSING
     checkpoint: bool = MISSING
     resume: Optional[str] = MISSING
+    resume_damaged: ResumeDamaged = ResumeDamaged.fail
 
 
 @dataclass
@@ -171,21 +178,36 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise PsxError(f"seed must be an integer, got {cfg.get('seed')!r}")
 
-    _positive(trainer, ["epochs", "batch_size", "eval_batch_size", "step_size"], "trainer")
-    if trainer.lr <= 0:
-        raise PsxError(f"trainer.lr must be positive, got {trainer.lr}")
-    if trainer.weight_decay < 0:
-        raise PsxError(f"trainer.weight_decay must be >= 0, got {trainer.weight_decay}")
-    if trainer.grad_clip is not None and trainer.grad_clip <= 0:
-        raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
-    if trainer.patience is not None and trainer.patience < 1:
-        raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
+    _check_trainer(trainer)
     check_dataset(cfg.dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
     if cfg.get("federated") is not None:  # configs saved before the group existed have none
         federated = OmegaConf.create(OmegaConf.to_container(cfg.federated, resolve=True))  # partition_seed: ${seed}
         check_federated(_checked(federated, FederatedSchema, "federated"), dataset.train_size)
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    _positive(trainer, ["epochs", "batch_size", "eval_batch_size", "step_size"], "trainer")
+    for key in ("lr", "momentum", "weight_decay", "gamma", "grad_clip"):  # nan and inf fail only inside training
+        if trainer[key] is not None and not math.isfinite(trainer[key]):
+            raise PsxError(f"trainer.{key} must be a finite number, got {trainer[key]}")
+    if trainer.lr <= 0:
+        raise PsxError(f"trainer.lr must be positive, got {trainer.lr}")
+    if not 0 <= trainer.momentum < 1:
+        raise PsxError(f"trainer.momentum must be >= 0 and < 1, got {trainer.momentum}")
+    if trainer.weight_decay < 0:
+        raise PsxError(f"trainer.weight_decay must be >= 0, got {trainer.weight_decay}")
+    scheduler = trainer.scheduler.value if isinstance(trainer.scheduler, Enum) else trainer.scheduler
+    # The decay factor multiplies the learning rate: <= 0 makes it zero or negative, > 1 grows it.
+    if scheduler == "step" and not 0 < trainer.gamma <= 1:
+        raise PsxError(f"trainer.gamma (the step scheduler's decay factor) must be > 0 and <= 1, got {trainer.gamma}")
+    if scheduler == "plateau" and not 0 < trainer.gamma < 1:
+        raise PsxError(f"trainer.gamma (the plateau scheduler's decay factor) must be > 0 and < 1, got {trainer.gamma}")
+    if trainer.grad_clip is not None and trainer.grad_clip <= 0:
+        raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
+    if trainer.patience is not None and trainer.patience < 1:
+        raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

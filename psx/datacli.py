@@ -14,6 +14,32 @@ from psx.data.registry import dataset_entry, entries
 from psx.errors import PsxError
 
 
+USAGE = "psx data list [--dir DIR] | psx data download NAME [--dir DIR] | psx data clean [NAME] [--dir DIR]"
+
+
+def main(args: list[str]) -> int:
+    """`psx data ...`; PsxError for what the user can fix (argparse prints its own usage errors)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="psx data", usage=USAGE)  # argparse adds "usage: " itself
+    parser.add_argument("action", choices=["list", "download", "clean"])
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--dir", help="data folder (default: paths.data_dir, i.e. $PSX_DATA_DIR or ~/.cache/psx/data)")
+    parsed = parser.parse_args(args)
+    if parsed.action == "list" and parsed.name:
+        raise PsxError(f"`psx data list` takes no name (usage: {USAGE})")
+    if parsed.action == "download" and not parsed.name:
+        raise PsxError(f"`psx data download` needs a data set name (usage: {USAGE})")
+    data_dir = parsed.dir or configured_data_dir()
+    if parsed.action == "list":
+        list_datasets(data_dir)
+    elif parsed.action == "download":
+        download(parsed.name, data_dir)
+    else:
+        clean(parsed.name, data_dir)
+    return 0
+
+
 def configured_data_dir() -> str:
     """paths.data_dir as `psx train` composes it: read from conf/config.yaml with OmegaConf (which
     resolves its ${oc.env:...}), without composing the whole config through Hydra."""

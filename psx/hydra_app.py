@@ -64,10 +64,14 @@ def train_app(launch: Launch) -> Callable[[], None]:
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def hydra_train(cfg: DictConfig) -> float | None:
         from psx.errors import StopRequested, SweepStopped
+        from psx.orphans import job_running, watch_parent
         from psx.train import run  # torch is imported only once a job actually runs
 
+        if not launch.in_launching_process():  # a launcher's worker: it must not outlive this sweep
+            watch_parent(launch.pid)
         try:
-            outcome = run(cfg, process_started=launch.first_job_start())
+            with job_running():
+                outcome = run(cfg, process_started=launch.first_job_start())
         except StopRequested as e:
             if launch.in_launching_process():  # the whole sweep stops with the signal
                 raise SweepStopped(*e.args) from None

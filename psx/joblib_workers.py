@@ -21,7 +21,9 @@ def import_job_modules() -> int:
     """Runs in a worker: what a job and psx's checks import first (torch, and the psx modules
     that psx.train brings in). Returns the worker's pid."""
     import psx.train  # noqa: F401
+    from psx.orphans import watch_parent
 
+    watch_parent()  # a warm worker must not outlive the sweep either
     return os.getpid()
 
 
@@ -148,6 +150,11 @@ def start_for_sweep(hydra: dict[str, Any], overrides: list[str]) -> WorkerStart 
     launcher, sweeper = hydra.get("launcher") or {}, hydra.get("sweeper") or {}
     if "hydra_joblib_launcher" not in str(launcher.get("_target_", "")):
         return None
+    if launcher.get("n_jobs") == 0:  # joblib's own error would come only once the sweep folder exists
+        from psx.errors import PsxError
+
+        raise PsxError("hydra.launcher.n_jobs must be a number of jobs (>= 1), or negative for all cores "
+                       "but n_jobs + 1 (-1: all), got 0")
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from psx.checkpoint import load_checkpoint
+from psx.checkpoint import DamagedCheckpoint, load_checkpoint
 from psx.errors import PsxError
 from psx.trainer import Trainer
 
@@ -24,13 +24,21 @@ def resume_state(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, A
     overrides in its own folder); None to start afresh."""
     if cfg.trainer.resume is not None:
         raise PsxError("trainer.resume continues one run from the command line: `psx train trainer.resume=<run folder>`")
-    if previous is None or previous.get("status") not in ("running", "interrupted") or not checkpoint_path.exists():
+    continuable = ("running", "interrupted") + (("failed",) if (previous or {}).get("resumable") else ())
+    if previous is None or previous.get("status") not in continuable or not checkpoint_path.exists():
         return None
-    state = load_checkpoint(checkpoint_path)
+    state = checked_state(checkpoint_path, cfg.trainer.get("resume_damaged", "fail"))
+    if state is None:
+        return None
     differing = differing_settings(state.get("config") or {}, OmegaConf.to_container(cfg, resolve=True))
     if differing:
         raise PsxError(f"{checkpoint_path.parent} was started with other settings than its overrides give now "
                        f"({', '.join(differing)}); start it again in a new folder")
+    if state.get("completed") or "loop" not in state:
+        # Stopped after its final checkpoint (the selected weights only) but before its summary:
+        # the training state is gone, and training again from the start gives the same run.
+        log.warning("%s finished training but not its summary; training it again from the start", checkpoint_path.parent)
+        return None
     summary["resumed_from"] = str(checkpoint_path)
     for key in ("sweep_id", "job_num"):  # a sweep's job continued on its own still belongs to its sweep
         if summary.get(key) is None:
@@ -39,10 +47,22 @@ def resume_state(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, A
     return state
 
 
+def checked_state(checkpoint_path: Path, on_damage: str) -> dict[str, Any] | None:
+    """The checkpoint's state; a damaged one fails the run with one line, unless the user said
+    `trainer.resume_damaged=restart` (then None: the run starts over in its folder)."""
+    try:
+        return load_checkpoint(checkpoint_path)
+    except DamagedCheckpoint as e:
+        if on_damage != "restart":
+            raise PsxError(f"{e}; to train this run again from the start, add trainer.resume_damaged=restart") from None
+        log.warning("%s; starting the run again (trainer.resume_damaged=restart)", e)
+        return None
+
+
 def differing_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The config sections (model, dataset, trainer but its machine settings, seed) that differ."""
     def what_is_trained(config):
-        trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k not in ("progress", "resume")}
+        trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k not in ("progress", "resume", "resume_damaged")}
         return {"model": config.get("model"), "dataset": config.get("dataset"), "trainer": trainer,
                 "seed": config.get("seed")}
 

@@ -11,7 +11,7 @@ from psx.errors import PsxError
 CHECKPOINT_NAME = "checkpoint.pt"  # as psx.checkpoint (which imports torch)
 
 # Overrides that change how a run is trained, not what: they may differ when it continues.
-MACHINE_SETTINGS = ("device", "trainer.progress", "hydra.", "hydra/")
+MACHINE_SETTINGS = ("device", "trainer.progress", "trainer.resume_damaged", "hydra.", "hydra/")
 
 
 def override_key(override: str) -> str:
@@ -47,10 +47,18 @@ def resume_overrides(overrides: list[str], multirun: bool) -> list[str] | None:
         raise PsxError(f"{run_dir} is not a psx run folder (no readable summary.json)") from None
     if summary.get("status") == "completed":
         raise PsxError(f"the run in {run_dir} already completed; nothing to resume")
-    if summary.get("status") == "failed":
+    if summary.get("status") == "failed" and not summary.get("resumable"):  # resumable: the disk refused a write
         raise PsxError(f"the run in {run_dir} failed ({summary.get('error')}); start it again without trainer.resume")
     now = [o for o in overrides if o not in given]  # machine settings only (checked above)
     keys_now = {override_key(o) for o in now}
     own = [o for o in summary.get("overrides") or []
            if override_key(o) != "trainer.resume" and override_key(o) not in keys_now]
     return [*own, *now, f"hydra.run.dir='{run_dir.resolve()}'"]
+
+
+def continued_run_arguments(args: list[str], overrides: list[str], multirun: bool) -> list[str]:
+    """`psx train` arguments in which `trainer.resume=<run>` became that run's own overrides and folder."""
+    continued = resume_overrides(overrides, multirun)
+    if continued is None:
+        return args
+    return [a for a in args if a not in overrides] + continued

@@ -19,11 +19,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import psx
-from psx.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from psx.checkpoint import CHECKPOINT_NAME, DiskRefused, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
 from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
-from psx.atomic import write_json_atomic
+from psx import runlock
+from psx.atomic import DISK_ERRNOS, disk_error, write_json_atomic
 from psx.errors import PsxError, StopRequested
 from psx.federated.schema import is_federated
 from psx.loggers import WandbLogger, build_loggers, flatten
@@ -133,13 +134,32 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     checkpoint, status "interrupted", and raises StopRequested.
 
     Re-running a sweep into the same folder finishes it: a job whose folder says completed is
-    skipped, an interrupted one resumes from its checkpoint, a failed one starts over.
-    process_started: perf_counter() at the start of the process, for the start-up figures."""
+    skipped, an interrupted one resumes from its checkpoint, a failed one starts over. The folder
+    is locked for the whole job (psx.runlock): a second writer fails with one line and touches
+    nothing. process_started: perf_counter() at the start of the process, for the start-up figures."""
     freeze_long_lived_objects()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = runlock.acquire(run_dir, "train")
+    except (PsxError, OSError) as e:  # FolderInUse, or a disk that refuses: this job writes nothing
+        print(f"psx: error: {e if isinstance(e, PsxError) else disk_error(run_dir, e)}", file=sys.stderr, flush=True)
+        return JobOutcome("failed", str(run_dir.resolve()))
+    try:
+        return run_locked(cfg, run_dir, process_started)
+    finally:
+        runlock.release(lock, run_dir)
+
+
+def run_locked(cfg: DictConfig, run_dir: Path, process_started: float | None) -> JobOutcome:
+    """run() once the folder is this process's: skip, refuse, resume or start the job."""
     previous = read_summary(run_dir)
     job = JobRecord(run_dir, base_summary(cfg, run_dir))
+    if previous is None and any((run_dir / name).exists() for name in (CHECKPOINT_NAME, "metrics.csv")):
+        # Without a readable summary nothing says whose checkpoint and metrics these are: keep them.
+        print(f"psx: error: {run_dir} holds a run whose summary.json is missing or damaged; move the folder "
+              "away or run in a new one", file=sys.stderr, flush=True)
+        return JobOutcome("failed", str(run_dir.resolve()))
     if previous is not None and what_is_trained(previous.get("overrides") or []) != what_is_trained(job.summary["overrides"]):
         _fail(job.summary, f"{run_dir} already holds a different run ({' '.join(previous.get('overrides') or [])}); "
               "sweep into a new hydra.sweep.dir")
@@ -147,16 +167,21 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     if previous is not None and previous.get("status") == "completed":
         log.info("skipping %s: already completed", run_dir)
         return JobOutcome("completed", str(run_dir.resolve()), (previous.get("metrics") or {}).get(previous.get("selection_metric")))
+    try:  # a damaged checkpoint or other settings: one line, and the folder stays as it was
+        resume = resume_state(cfg, job.summary, previous, run_dir / CHECKPOINT_NAME)
+    except PsxError as e:
+        print(f"psx: error: {e}", file=sys.stderr, flush=True)
+        return JobOutcome("failed", str(run_dir.resolve()))
     value = None
     with recorded_outcome(job):
-        value = train_job(cfg, job, previous, process_started)
+        value = train_job(cfg, job, previous, resume, process_started)
     return JobOutcome(job.summary["status"], str(run_dir.resolve()), value)
 
 
-def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, process_started: float | None) -> float:
+def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, resume: dict[str, Any] | None,
+              process_started: float | None) -> float:
     """config -> data -> model -> fit -> summary, for one run folder."""
     summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
-    resume = resume_state(cfg, summary, previous, checkpoint_path)
     write_json_atomic(job.run_dir / "summary.json", summary)
     validate(cfg)
     job.loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), job.run_dir)
@@ -212,6 +237,8 @@ def recorded_outcome(job: JobRecord):
         yield
     except PsxError as e:
         _fail(summary, str(e))
+        if isinstance(e, DiskRefused):
+            summary["resumable"] = True
     except StopRequested as e:
         summary.update(status="interrupted", error=f"stopped by {e.args[0] if e.args else 'a signal'}; continue with "
                        f"`psx train trainer.resume={run_dir}` (a sweep: re-run it with the same hydra.sweep.dir)")
@@ -221,7 +248,10 @@ def recorded_outcome(job: JobRecord):
         raise
     except Exception as e:  # a bug or an unexpected library error: keep the traceback in the summary
         summary["traceback"] = traceback.format_exc()
-        if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e):
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # a full or read-only disk: the path and why
+            _fail(summary, disk_error(run_dir, e))
+            summary["resumable"] = True  # its last checkpoint is whole: continue once the disk allows
+        elif isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e):
             _fail(summary, f"out of memory on {summary.get('device', '?')}: reduce trainer.batch_size or the model")
         else:
             _fail(summary, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
@@ -230,7 +260,15 @@ def recorded_outcome(job: JobRecord):
         summary["finished_at"] = _now()
         if job.loggers is not None:
             job.loggers.finish(summary)
+        write_summary(run_dir, summary)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """The job's last write; if the disk refuses it, the previous summary.json stays whole."""
+    try:
         write_json_atomic(run_dir / "summary.json", summary)
+    except OSError as e:
+        print(f"psx: error: {disk_error(run_dir / 'summary.json', e)}", file=sys.stderr, flush=True)
 
 
 def prepare_device(cfg: DictConfig, summary: dict[str, Any]) -> torch.device:

@@ -10,6 +10,7 @@ pytest.importorskip("flwr", reason='the federated extra is not installed (pip in
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict  # noqa: E402
 
+from psx.checkpoint import load_checkpoint  # noqa: E402
 from psx.config import validate  # noqa: E402
 from psx.data import build_data  # noqa: E402
 from psx.errors import PsxError  # noqa: E402
@@ -109,7 +110,7 @@ def test_fedper_heads_never_leave_their_client(tmp_path):
         assert set(message.content["arrays"].keys()) == trunk  # both ways, only trunk tensors travel
     assert set(arrays.keys()) == trunk  # the server's aggregate holds no head
     for partition in range(3):  # each client kept its own trained head, on its side
-        kept = torch.load(tmp_path / str(partition) / "round-1.pt", weights_only=True)
+        kept = load_checkpoint(tmp_path / str(partition) / "round-1.pt")  # checked against its digest
         assert set(kept) == head
         assert not torch.equal(kept["head.2.weight"], model.state_dict()["head.2.weight"])
     sent = sum(payload_bytes(m.content["arrays"]) for m in messages)
@@ -124,7 +125,7 @@ def test_local_only_sends_nothing(tmp_path):
     assert keys == []
     _, replies, arrays = one_round(model, keys, client, strategy)
     assert len(arrays.keys()) == 0 and strategy.traffic.total == 0
-    assert set(torch.load(tmp_path / "0" / "round-1.pt", weights_only=True)) == set(model.state_dict())
+    assert set(load_checkpoint(tmp_path / "0" / "round-1.pt")) == set(model.state_dict())
 
 
 def test_a_client_error_fails_the_round(tmp_path):

@@ -4,13 +4,13 @@ per-channel standardisation applied per batch, and the crop + flip augmentation.
 from __future__ import annotations
 
 import gzip
-import os
-import shutil
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from psx.atomic import atomic_path
 from psx.data import store
 from psx.data.spec import DataSpec
 from psx.data.holdouts import check_holdouts
@@ -18,7 +18,25 @@ from psx.data.subsets import stratified_split
 from psx.data.tensors import Data, Split, Standardize
 from psx.errors import PsxError
 
+log = logging.getLogger("psx")
+
 NUM_CLASSES = 10
+
+
+def extract_checked(gz: Path) -> None:
+    """The extracted copy of a (verified) .gz that torchvision reads, made or checked against the
+    .gz's content: a damaged or foreign copy is extracted again, never decoded. Runs only when
+    the decoded cache is (re)built."""
+    target = gz.with_suffix("")
+    with gzip.open(gz) as src:
+        content = src.read()
+    if target.is_file():
+        if target.stat().st_size == len(content) and target.read_bytes() == content:
+            return
+        log.warning("%s does not match %s; extracting it again", target, gz.name)
+    # To a temporary name, then rename: a parallel job never reads a half-extracted file.
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(content)
 
 
 def decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]:
@@ -27,13 +45,7 @@ def decode_mnist_like(cls_name: str, data_dir: Path) -> dict[str, torch.Tensor]:
     cls = getattr(tvd, cls_name)
     raw = Path(data_dir) / cls_name / "raw"
     for gz, _ in cls.resources:  # torchvision reads the extracted files: extract (no download needed)
-        target = (raw / gz).with_suffix("")
-        if not target.is_file():
-            # To a temporary name, then rename: a parallel job never reads a half-extracted file.
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            with gzip.open(raw / gz) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, target)
+        extract_checked(raw / gz)
     out = {}
     for split, train in (("train", True), ("test", False)):
         ds = cls(str(data_dir), train=train, download=False)

@@ -13,8 +13,10 @@ publishes, before it is decoded; a mismatch is reported as corrupt and the file 
 verified run re-checks the files instead of trusting it. Downloads go through torchvision's own
 downloaders, which check the md5 of what they fetch.
 
-The cache (`psx-<name>.pt` beside the raw files) holds uint8/int64 tensors and the size and
-mtime of each source file; it is used only while those still match. It is written to a
+The cache (`psx-<name>.pt` beside the raw files) holds uint8/int64 tensors, the size and
+mtime of each source file and a digest of its tensors; it is used only while those still match
+(an edited or damaged cache is rebuilt). MNIST-like sets are read by torchvision from extracted
+copies of the .gz files; those are checked against the verified .gz whenever the cache is built. It is written to a
 temporary name and renamed, so a half-written cache is never read; an unreadable one is rebuilt.
 """
 from __future__ import annotations
@@ -23,7 +25,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,7 +33,7 @@ from psx.errors import PsxError
 
 log = logging.getLogger("psx")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: with the digest of its tensors
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,11 @@ def load_cache(path: Path, expect: dict[str, Any]) -> Optional[dict[str, Any]]:
         return None
     if not isinstance(cached, dict) or cached.get("format") != CACHE_FORMAT:
         return None
+    from psx.checkpoint import tensor_digest
+
+    if cached.pop("digest", None) != tensor_digest(cached):  # edited or damaged since it was written
+        log.warning("the data cache %s does not match its digest; rebuilding it", path)
+        return None
     for key, value in expect.items():
         if key == "verified":
             if value and not cached.get("verified"):
@@ -181,12 +187,14 @@ def save_cache(path: Path, content: dict[str, Any]) -> None:
     """Write atomically (temporary name, then rename); a read-only data folder only costs speed."""
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from psx.atomic import atomic_path
+    from psx.checkpoint import tensor_digest
+
+    content = {"format": CACHE_FORMAT, **content}
     try:
-        torch.save({"format": CACHE_FORMAT, **content}, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({**content, "digest": tensor_digest(content)}, tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError
         log.warning("could not write the data cache %s (%s); the next run decodes again", path, e)
 
 

@@ -22,7 +22,7 @@ from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 from torch import nn
 
-from psx.checkpoint import save_checkpoint
+from psx.checkpoint import load_checkpoint, save_checkpoint
 from psx.data.tensors import Split
 from psx.federated.local import per_class_counts, train_locally
 
@@ -147,7 +147,7 @@ class FederatedClient:
         kept = [p for p in self.folder(partition).glob("round-*.pt") if _round_of(p) < before_round]
         if not kept:
             return None
-        return torch.load(max(kept, key=_round_of), map_location="cpu", weights_only=True)
+        return load_checkpoint(max(kept, key=_round_of))  # its digest checked, and dropped
 
 
 def _round_of(path: Path) -> int:

@@ -42,6 +42,9 @@ class CNN(nn.Module):
         channels, height, width = spec.input_shape
         k, stride = cfg.kernel_size, cfg.stride
         padding = k // 2 if cfg.padding is None else cfg.padding
+        if k > max(height, width):  # every filter would see mostly padding, at a cost of k*k weights each
+            raise PsxError(f"model {cfg.name}: kernel_size={k} is larger than the {height}x{width} images of "
+                           f"{spec.name}; use a kernel that fits the input")
         layers: list[nn.Module] = []
         self.positions: dict[str, int] = {}  # output positions of each conv layer, by its index in features
         for index, out_channels in enumerate(cfg.channels):

@@ -15,6 +15,19 @@ def load_matching_weights(model: nn.Module, location: str) -> dict[str, list[str
     """Copy every tensor whose name and shape match; report what loaded and what did not."""
     source = load_checkpoint(location)["model"]
     own = model.state_dict()
+    loaded, skipped = matching_names(model, source, location)
+    model.load_state_dict({name: source[name] for name in loaded}, strict=False)
+    untouched = [name for name in own if name not in source]
+    log.info("init_from %s: loaded %d tensors (%s); skipped %d%s; %d kept their initialisation%s",
+             location, len(loaded), ", ".join(loaded), len(skipped), f" ({', '.join(skipped)})" if skipped else "",
+             len(untouched), f" ({', '.join(untouched)})" if untouched else "")
+    return {"loaded": loaded, "skipped": skipped, "initialised": untouched}
+
+
+def matching_names(model: nn.Module, source: dict, location: str) -> tuple[list[str], list[str]]:
+    """The source tensors that match the model by name and shape, and the others with why;
+    PsxError if none does."""
+    own = model.state_dict()
     loaded, skipped = [], []
     for name, tensor in source.items():
         if name not in own:
@@ -25,12 +38,7 @@ def load_matching_weights(model: nn.Module, location: str) -> dict[str, list[str
             loaded.append(name)
     if not loaded:
         raise PsxError(f"model.init_from={location}: no tensor matches this model by name and shape")
-    model.load_state_dict({name: source[name] for name in loaded}, strict=False)
-    untouched = [name for name in own if name not in source]
-    log.info("init_from %s: loaded %d tensors (%s); skipped %d%s; %d kept their initialisation%s",
-             location, len(loaded), ", ".join(loaded), len(skipped), f" ({', '.join(skipped)})" if skipped else "",
-             len(untouched), f" ({', '.join(untouched)})" if untouched else "")
-    return {"loaded": loaded, "skipped": skipped, "initialised": untouched}
+    return loaded, skipped
 
 
 def freeze(model: nn.Module, prefixes: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from psx import runlock
 from psx.errors import PsxError
 
 
@@ -16,18 +17,33 @@ class Staging:
     def __init__(self, out: Path):
         self.out = out
         self.folder = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        self.lock: int | None = None
 
     def __enter__(self) -> Path:
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            # One report writer at a time in a folder (psx.runlock); a second gets the owner's line.
+            self.lock = runlock.acquire(self.out.parent, "report")
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir()
         except OSError as e:
+            self._unlock()
             raise PsxError(unwritable(self.out, e)) from None
         return self.folder
 
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            runlock.release(self.lock, self.out.parent)
+            self.lock = None
+
     def __exit__(self, kind, error, traceback) -> None:
+        try:
+            self._finish(kind)
+        finally:
+            self._unlock()
+
+    def _finish(self, kind) -> None:
         if kind is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             return
