@@ -22,7 +22,7 @@ from psx.errors import PsxError
 @functools.lru_cache(maxsize=None)
 def entries() -> dict[str, DatasetEntry]:
     """Every declared data set by name, in the order of their modules (alphabetical) and declarations."""
-    from psx.data import sets
+    import psx.data.sets as sets
 
     found: dict[str, DatasetEntry] = {}
     for module_info in pkgutil.iter_modules(sets.__path__):
