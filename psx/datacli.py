@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from psx.data import store
+import psx.data.store as store
 from psx.data.entry import DatasetEntry
 from psx.data.registry import dataset_entry, entries
 from psx.errors import PsxError

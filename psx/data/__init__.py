@@ -23,7 +23,7 @@ def describe(cfg: Any) -> DataSpec:
 def require(cfg: Any, data_dir: str | Path) -> None:
     """Make sure the files cfg needs are in data_dir, downloading them if allowed; run once
     before a run or sweep starts, so a sweep downloads once and a missing set fails early."""
-    from psx.data import store
+    import psx.data.store as store
 
     entry = dataset_entry(cfg.name)
     if entry.source is not None:
@@ -46,11 +46,11 @@ def build_data(cfg: Any, data_dir: str | Path | None = None):
 def __getattr__(name: str):
     # The tensor classes and subset helpers import torch: loaded on first use only.
     if name in ("Data", "Split", "Tokens"):
-        from psx.data import tensors
+        import psx.data.tensors as tensors
 
         return getattr(tensors, name)
     if name in ("subsample_train", "strata"):
-        from psx.data import subsets
+        import psx.data.subsets as subsets
 
         return getattr(subsets, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from psx.atomic import atomic_path
-from psx.data import store
+import psx.data.store as store
 from psx.data.spec import DataSpec
 from psx.data.holdouts import check_holdouts
 from psx.data.subsets import stratified_split

@@ -80,7 +80,7 @@ def _mnist_pairs(cfg: MultiMNISTConfig, data_dir) -> dict:
 
 
 def build_multi_mnist(cfg: MultiMNISTConfig, data_dir: Optional[Path]):
-    from psx.data import store
+    import psx.data.store as store
     from psx.data.pairs import pairs_data
 
     params = {"shift": cfg.shift, "val_size": cfg.val_size, "split_seed": cfg.split_seed}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from psx.data import store
+import psx.data.store as store
 from psx.data.entry import DatasetEntry
 from psx.data.spec import TOKENS, DataSpec
 from psx.errors import PsxError
