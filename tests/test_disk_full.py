@@ -10,6 +10,9 @@ import pytest
 
 from psx.checkpoint import load_checkpoint
 
+# Every test here runs real psx processes (or waits on them): the slow tier.
+pytestmark = pytest.mark.slow
+
 FAST = ["device.num_threads=1", "trainer.progress=none"]
 
 
