@@ -80,18 +80,14 @@ def test_a_transformer_with_fresh_adapters_computes_its_backbone(adapter):
     assert all((".adapter." in n or "lora" in n) for n, p in adapted.named_parameters() if p.requires_grad)
 
 
-def test_mnist_domains_are_mnist_made_another_way_deterministically(tmp_path):
+def test_mnist_domains_are_mnist_made_another_way_deterministically(mnist_root):
     from psx.data import build_data
 
-    pytest.importorskip("torchvision")
-    import os
-
-    data_dir = os.environ.get("PSX_DATA_DIR")
-    if not data_dir or not os.path.isdir(os.path.join(data_dir, "MNIST", "raw")):
-        pytest.skip("needs MNIST's files in PSX_DATA_DIR")
+    data_dir = str(mnist_root)  # the real MNIST files (PSX_DATA_DIR or CI's copy); skips without them outside CI
     made = {}
     for name in ("mnist", "mnist_rotated", "mnist_inverted", "mnist_permuted"):
-        made[name] = build_data(compose_checked([f"dataset={name}", "dataset.train_size=100"]).dataset, data_dir=data_dir)
+        cfg = compose_checked([f"dataset={name}", "dataset.train_size=100", f"paths.data_dir={data_dir}"])
+        made[name] = build_data(cfg.dataset, data_dir=data_dir)
     plain = made["mnist"].train.x
     assert torch.equal(made["mnist_rotated"].train.x, torch.rot90(plain, 1, dims=(2, 3)))
     assert torch.equal(made["mnist_inverted"].train.x, 255 - plain)
