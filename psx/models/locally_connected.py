@@ -32,6 +32,19 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> 
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
+def set_geometry(layer: nn.Module, in_channels: int, out_channels: int, input_size: tuple[int, int],
+                 kernel_size: int, stride: int, padding: int) -> int:
+    """The shape attributes every per-position layer keeps (this one and the soft-shared one);
+    returns the number of output positions."""
+    layer.in_channels, layer.out_channels = in_channels, out_channels
+    layer.kernel_size, layer.stride, layer.padding = kernel_size, stride, padding
+    layer.input_size = tuple(input_size)
+    layer.output_size = tuple(conv_output_size(s, kernel_size, stride, padding) for s in input_size)
+    if min(layer.output_size) < 1:
+        raise ValueError(f"kernel {kernel_size} with padding {padding} does not fit input {input_size}")
+    return layer.output_size[0] * layer.output_size[1]
+
+
 # Patches are gathered, and outputs moved to channels-last, a block of output rows at a time, about
 # this many bytes per block: blocks this size stay in cache between the gather, the matmul and the
 # move, larger ones make fewer, larger matmuls at the input layers (the size was chosen with
@@ -189,13 +202,7 @@ class LocallyConnected2d(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.input_size = tuple(input_size)
-        self.output_size = tuple(conv_output_size(s, kernel_size, stride, padding) for s in input_size)
-        if min(self.output_size) < 1:
-            raise ValueError(f"kernel {kernel_size} with padding {padding} does not fit input {input_size}")
-        positions = self.output_size[0] * self.output_size[1]
+        positions = set_geometry(self, in_channels, out_channels, input_size, kernel_size, stride, padding)
         self.weight = nn.Parameter(torch.empty(positions, kernel_size * kernel_size * in_channels, out_channels))
         self.bias = nn.Parameter(torch.empty(out_channels, *self.output_size)) if bias else None
         self.reset_parameters()

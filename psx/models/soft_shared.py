@@ -21,7 +21,7 @@ from torch import nn
 
 from psx.errors import PsxError
 from psx.models.eager import run_eagerly_under_compile
-from psx.models.locally_connected import LocallyConnected2d, conv_output_size, locally_connected2d
+from psx.models.locally_connected import LocallyConnected2d, locally_connected2d, set_geometry
 
 
 class SoftSharedConv2d(nn.Module):
@@ -36,13 +36,7 @@ class SoftSharedConv2d(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.input_size = tuple(input_size)
-        self.output_size = tuple(conv_output_size(s, kernel_size, stride, padding) for s in input_size)
-        if min(self.output_size) < 1:
-            raise ValueError(f"kernel {kernel_size} with padding {padding} does not fit input {input_size}")
-        self.positions = self.output_size[0] * self.output_size[1]
+        self.positions = set_geometry(self, in_channels, out_channels, input_size, kernel_size, stride, padding)
         patch = kernel_size * kernel_size * in_channels
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
