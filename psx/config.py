@@ -32,6 +32,11 @@ class Scheduler(Enum):
     plateau = "plateau"
 
 
+class BudgetKind(Enum):
+    epochs = "epochs"
+    steps = "steps"
+
+
 class Progress(Enum):
     auto = "auto"
     bar = "bar"
@@ -60,7 +65,10 @@ class DeviceType(Enum):
 
 @dataclass
 class TrainerSchema:
+    budget: BudgetKind = MISSING
     epochs: int = MISSING
+    steps: Optional[int] = MISSING
+    eval_every: Optional[int] = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     optimizer: Optimizer = MISSING
@@ -78,6 +86,7 @@ class TrainerSchema:
     deterministic: bool = MISSING
     checkpoint: bool = MISSING
     resume: Optional[str] = MISSING
+    stack_seeds: Any = MISSING  # auto | false | true; checked in _check_budget
 
 
 @dataclass
@@ -235,11 +244,26 @@ def validate(cfg: DictConfig) -> None:
         raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
     if trainer.patience is not None and trainer.patience < 1:
         raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
+    _check_budget(trainer)
     if dataset.train_size is not None and dataset.train_size < 1:
         raise PsxError(f"dataset.train_size must be a positive integer or null, got {dataset.train_size}")
     _check_dataset(dataset)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
+
+
+def _check_budget(trainer: DictConfig) -> None:
+    """trainer.steps and trainer.eval_every belong to a step budget, and it needs them set sensibly."""
+    steps_budget = trainer.budget == BudgetKind.steps
+    if steps_budget and (trainer.steps is None or trainer.steps < 1):
+        raise PsxError(f"trainer.budget=steps needs trainer.steps >= 1, got {trainer.steps}")
+    for key in ("steps", "eval_every"):
+        if not steps_budget and trainer[key] is not None:
+            raise PsxError(f"trainer.{key} is for trainer.budget=steps; with budget=epochs set trainer.epochs instead")
+    if trainer.eval_every is not None and trainer.eval_every < 1:
+        raise PsxError(f"trainer.eval_every must be >= 1 or null (once per pass), got {trainer.eval_every}")
+    if trainer.stack_seeds not in ("auto", False, True):
+        raise PsxError(f"trainer.stack_seeds must be auto, false or true, got {trainer.stack_seeds!r}")
 
 
 def _check_dataset(dataset: DictConfig) -> None:

@@ -181,7 +181,7 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
     summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
     # The finished run keeps only what transfer and inspection need: the selected weights.
     save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
-    summary.update(completed_fields(result, task))
+    summary.update(completed_fields(result, task, cfg.trainer))
     log.info(
         "done: best %s %.4f at epoch %d, test/%s %.4f -> %s",
         summary["selection_metric"], result.best_val[task.selection_metric], result.best_epoch,
@@ -245,13 +245,25 @@ def build_run_model(cfg: DictConfig, data, device: torch.device, summary: dict[s
     return model
 
 
-def completed_fields(result: FitResult, task) -> dict[str, Any]:
+def budget_fields(result: FitResult, trainer_cfg: DictConfig) -> dict[str, Any]:
+    """How long the run trained: its budget, the optimizer steps and evaluations (epochs) it made,
+    and whether early stopping ended it (at which epoch and step)."""
+    last = result.final
+    return {
+        "budget": trainer_cfg.get("budget", "epochs"),
+        "steps": last["step"],
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "stopped_at": {"epoch": last["epoch"], "step": last["step"]} if result.stopped_early else None,
+    }
+
+
+def completed_fields(result: FitResult, task, trainer_cfg: DictConfig) -> dict[str, Any]:
     return {
         "status": "completed",
         "selection_metric": f"val/{task.selection_metric}",
         "best_epoch": result.best_epoch,
-        "epochs_completed": result.epochs_completed,
-        "stopped_early": result.stopped_early,
+        **budget_fields(result, trainer_cfg),
         "metrics": {
             **{f"val/{k}": v for k, v in result.best_val.items()},
             **{f"test/{k}": v for k, v in result.test.items()},
