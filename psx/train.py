@@ -152,16 +152,23 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     return JobOutcome(job.summary["status"], str(run_dir.resolve()), value)
 
 
-def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, process_started: float | None) -> float:
-    """config -> data -> model -> fit -> summary, for one run folder."""
-    summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
-    resume = resume_state(cfg, summary, previous, checkpoint_path)
+def open_run(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None) -> tuple[torch.device, dict | None]:
+    """A run's start in its folder: the checkpoint to resume from (or None), summary.json saying
+    running, the config checked, the trackers opened, the device ready."""
+    summary = job.summary
+    resume = resume_state(cfg, summary, previous, job.run_dir / CHECKPOINT_NAME)
     write_json_atomic(job.run_dir / "summary.json", summary)
     validate(cfg)
     job.loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), job.run_dir)
     if job.loggers.get(WandbLogger) is not None:
         summary["wandb_id"] = getattr(job.loggers.get(WandbLogger), "id", None)
-    device = prepare_device(cfg, summary)
+    return prepare_device(cfg, summary), resume
+
+
+def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, process_started: float | None) -> float:
+    """config -> data -> model -> fit -> summary, for one run folder."""
+    summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
+    device, resume = open_run(cfg, job, previous)
     marks = {"job": time.perf_counter()}
     data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
     marks["data"] = time.perf_counter()
@@ -179,8 +186,17 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
     with stop_on_signals(trainer):
         result = trainer.fit(model, data, task, resume=resume)
     summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
-    # The finished run keeps only what transfer and inspection need: the selected weights.
-    save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
+    return close_run(cfg, job, model, result, task)
+
+
+def close_run(cfg: DictConfig, job: JobRecord, model, result: FitResult, task) -> float:
+    """A completed fit into its folder: the checkpoint keeps only what transfer and inspection
+    need (the selected weights and the config), the summary its results; returns the best
+    validation value."""
+    summary = job.summary
+    config = OmegaConf.to_container(cfg, resolve=True)
+    save_checkpoint(job.run_dir / CHECKPOINT_NAME,
+                    {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
     summary.update(completed_fields(result, task, cfg.trainer))
     log.info(
         "done: best %s %.4f at epoch %d, test/%s %.4f -> %s",
