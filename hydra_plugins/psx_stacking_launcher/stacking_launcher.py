@@ -4,9 +4,9 @@ wherever possible). Everything else runs as the basic launcher runs it: one job 
 this process. Written against Hydra's public plugin API (hydra.plugins.launcher.Launcher,
 hydra.core.utils), as hydra._internal's BasicLauncher is.
 
-Only fresh jobs are stacked: a job whose folder says completed is skipped by psx.train.run, and an
-interrupted one resumes from its own checkpoint, alone, so a re-run of a stacked sweep finishes it
-seed by seed.
+Only fresh jobs (no run in their folder yet) are stacked: a job whose folder says completed is
+skipped by psx.train.run, an interrupted one resumes from its own checkpoint, alone, and a failed one
+starts over alone, so a re-run of a stacked sweep finishes it seed by seed.
 """
 from __future__ import annotations
 
@@ -102,9 +102,7 @@ def _without_hydra(config: DictConfig) -> DictConfig:
 
 
 def _is_fresh(config: DictConfig) -> bool:
-    """A job with nothing to skip or resume in its folder: none yet, or a failed run to redo."""
-    from psx.train import read_summary
-
+    """A job whose folder holds no run yet. Any other (completed: skipped; interrupted: resumed;
+    failed: started over; another run's: refused) goes through psx.train.run alone."""
     run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-    previous = read_summary(run_dir)
-    return previous is None or previous.get("status") == "failed"
+    return not (run_dir / "summary.json").exists()
