@@ -54,8 +54,6 @@ def stack_reason(trainer_cfg: DictConfig, models: list[nn.Module], task, example
         return "there is only one seed"
     if type(task) is not Classification:
         return f"stacked training covers single-label classification, not {type(task).__name__}"
-    if trainer_cfg.get("budget", "epochs") != "epochs":
-        return "stacked training runs an epoch budget (trainer.budget=epochs)"
     if trainer_cfg.scheduler == "plateau":
         return "the plateau scheduler sets each seed's learning rate from its own validation metric"
     if trainer_cfg.precision != "fp32" or trainer_cfg.compile:
