@@ -54,7 +54,7 @@ def test_a_seed_sweep_trains_stacked_with_each_jobs_metrics_as_alone_and_a_rerun
 
 
 def test_a_stacked_sweep_stopped_by_sigterm_resumes_seed_by_seed_to_the_unbroken_metrics(psx):
-    sweep = ["model=mlp", "seed=0,1", "trainer.epochs=6", "device.num_threads=1", "trainer.progress=none"]
+    sweep = ["model=mlp", "seed=0,1", "trainer.epochs=20", "device.num_threads=1", "trainer.progress=none"]
     assert psx("train", "-m", *sweep, f"hydra.sweep.dir={psx.cwd / 'unbroken'}").returncode == 0
     broken = psx.cwd / "broken"
     proc = subprocess.Popen([psx_executable(), "train", "-m", *sweep, f"hydra.sweep.dir={broken}"], cwd=psx.cwd,
