@@ -65,6 +65,10 @@ class StackingLauncher(Launcher):
         ret = run_job(hydra_context=self.hydra_context, task_function=task_function, config=config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if ret.status == JobStatus.FAILED:
+            # psx's jobs record their own failures; what escapes is a stop request (a signal, Ctrl-C),
+            # which ends the sweep here (return_value re-raises it), leaving the later jobs unstarted.
+            ret.return_value  # noqa: B018
         return ret
 
     def _run_stacked(self, configs: List[DictConfig]) -> List[Optional[JobReturn]]:
@@ -75,7 +79,11 @@ class StackingLauncher(Launcher):
         fresh = [k for k, config in enumerate(configs) if _is_fresh(config)]
         if configs[0].trainer.stack_seeds is False or len(fresh) < 2 or not same_but_seed(configs):
             return [None] * len(configs)
-        plan = plan_stack([_without_hydra(configs[k]) for k in fresh])
+        try:
+            plan = plan_stack([_without_hydra(configs[k]) for k in fresh])
+        except Exception as error:  # noqa: BLE001 - e.g. data that cannot load: each job records it alone
+            log.info(f"seeds train one by one: {error}")
+            plan = None
         if plan is None:
             return [None] * len(configs)
         returns: List[Optional[JobReturn]] = [None] * len(configs)
