@@ -41,6 +41,11 @@ class ResumeDamaged(Enum):
     restart = "restart"
 
 
+class BudgetKind(Enum):
+    epochs = "epochs"
+    steps = "steps"
+
+
 class Progress(Enum):
     auto = "auto"
     bar = "bar"
@@ -69,7 +74,10 @@ class DeviceType(Enum):
 
 @dataclass
 class TrainerSchema:
+    budget: BudgetKind = MISSING
     epochs: int = MISSING
+    steps: Optional[int] = MISSING
+    eval_every: Optional[int] = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     optimizer: Optimizer = MISSING
@@ -88,6 +96,7 @@ class TrainerSchema:
     checkpoint: bool = MISSING
     resume: Optional[str] = MISSING
     resume_damaged: ResumeDamaged = ResumeDamaged.fail
+    stack_seeds: Any = MISSING  # auto | false | true; checked in _check_budget
 
 
 @dataclass
@@ -208,6 +217,21 @@ def _check_trainer(trainer: DictConfig) -> None:
         raise PsxError(f"trainer.grad_clip must be positive or null, got {trainer.grad_clip}")
     if trainer.patience is not None and trainer.patience < 1:
         raise PsxError(f"trainer.patience must be >= 1 or null, got {trainer.patience}")
+    _check_budget(trainer)
+
+
+def _check_budget(trainer: DictConfig) -> None:
+    """trainer.steps and trainer.eval_every belong to a step budget, and it needs them set sensibly."""
+    steps_budget = trainer.budget == BudgetKind.steps
+    if steps_budget and (trainer.steps is None or trainer.steps < 1):
+        raise PsxError(f"trainer.budget=steps needs trainer.steps >= 1, got {trainer.steps}")
+    for key in ("steps", "eval_every"):
+        if not steps_budget and trainer[key] is not None:
+            raise PsxError(f"trainer.{key} is for trainer.budget=steps; with budget=epochs set trainer.epochs instead")
+    if trainer.eval_every is not None and trainer.eval_every < 1:
+        raise PsxError(f"trainer.eval_every must be >= 1 or null (once per pass), got {trainer.eval_every}")
+    if trainer.stack_seeds not in ("auto", False, True):
+        raise PsxError(f"trainer.stack_seeds must be auto, false or true, got {trainer.stack_seeds!r}")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

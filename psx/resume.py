@@ -17,6 +17,12 @@ from psx.trainer import Trainer
 
 log = logging.getLogger("psx")
 
+# Trainer keys that change how a run is trained, not what it computes.
+HOW_NOT_WHAT = ("progress", "resume", "resume_damaged", "stack_seeds")
+# What a checkpoint saved before these keys existed trained with.
+BEFORE_BUDGETS = {"budget": "epochs", "steps": None, "eval_every": None}
+
+
 def resume_state(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, Any] | None,
                  checkpoint_path: Path) -> dict[str, Any] | None:
     """The checkpoint to continue from when this folder's run was stopped or killed (a sweep
@@ -62,7 +68,8 @@ def checked_state(checkpoint_path: Path, on_damage: str) -> dict[str, Any] | Non
 def differing_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The config sections (model, dataset, trainer but its machine settings, seed) that differ."""
     def what_is_trained(config):
-        trainer = {k: v for k, v in (config.get("trainer") or {}).items() if k not in ("progress", "resume", "resume_damaged")}
+        trainer = {**BEFORE_BUDGETS, **(config.get("trainer") or {})}
+        trainer = {k: v for k, v in trainer.items() if k not in HOW_NOT_WHAT}
         return {"model": config.get("model"), "dataset": config.get("dataset"), "trainer": trainer,
                 "seed": config.get("seed")}
 

@@ -11,7 +11,7 @@ from psx.errors import PsxError
 CHECKPOINT_NAME = "checkpoint.pt"  # as psx.checkpoint (which imports torch)
 
 # Overrides that change how a run is trained, not what: they may differ when it continues.
-MACHINE_SETTINGS = ("device", "trainer.progress", "trainer.resume_damaged", "hydra.", "hydra/")
+MACHINE_SETTINGS = ("device", "trainer.progress", "trainer.resume_damaged", "trainer.stack_seeds", "hydra.", "hydra/")
 
 
 def override_key(override: str) -> str:

@@ -1,9 +1,7 @@
 """One run: config -> data -> model -> trainer -> run folder (metrics.csv, summary.json, checkpoint.pt)."""
 from __future__ import annotations
 
-import datetime as dt
 import gc
-import json
 import logging
 import sys
 import time
@@ -15,80 +13,27 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import psx
 from psx.checkpoint import CHECKPOINT_NAME, DiskRefused, save_checkpoint
 from psx.config import validate
 from psx.data import build_data
-from psx.device import available_cpus, configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
+from psx.device import configure_backends, place_data, resolve_device, reuse_host_memory, thread_reason
 from psx import runlock
 from psx.atomic import DISK_ERRNOS, disk_error, write_json_atomic
 from psx.errors import PsxError, StopRequested
 from psx.federated.schema import is_federated
-from psx.loggers import WandbLogger, build_loggers, flatten
-from psx.models import arm_fields, build_model, sharing_summary
+from psx.loggers import WandbLogger, build_loggers
+from psx.models import build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
 from psx.resume import resume_state, stop_on_signals
 from psx.resume_args import what_is_trained
 from psx.tasks import task_for
 from psx.trainer import FitResult, Trainer
+from psx.run_summary import (base_summary, completed_fields, now_iso, parallel_context, read_summary,
+                              startup_breakdown, tracker_run_info)
 
 log = logging.getLogger("psx")
-
-
-def _now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def sweep_id() -> str | None:
-    """Names the sweep a job belongs to (its folder), so trackers and reports can group its runs."""
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return None
-    return "-".join(Path(hydra.sweep.dir).resolve().parts[-2:])
-
-
-def parallel_context() -> dict[str, Any]:
-    """How many jobs the launcher runs side by side on this machine (joblib), and this job's number."""
-    hydra = HydraConfig.get()
-    if hydra.mode != RunMode.MULTIRUN:
-        return {}
-    launcher = hydra.launcher
-    jobs = 1
-    if "joblib" in str(launcher.get("_target_", "")).lower():
-        jobs = launcher.get("n_jobs") or 1
-        jobs = available_cpus() if jobs < 0 else jobs
-    return {"job_num": hydra.job.num, "parallel_jobs": jobs}
-
-
-def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    hydra = HydraConfig.get()
-    return {
-        "status": "running",
-        "error": None,
-        "model": cfg.model.name,
-        **arm_fields(cfg.model),  # family, arm, reference_arm, shared
-        "dataset": cfg.dataset.name,
-        "train_size": cfg.dataset.get("train_size"),
-        "seed": cfg.seed,
-        "overrides": list(hydra.overrides.task),
-        "job_num": hydra.job.get("num"),
-        "sweep_id": sweep_id(),
-        "experiment": hydra.runtime.choices.get("experiment"),
-        "run_dir": str(run_dir),
-        "psx_version": psx.__version__,
-        "torch_version": torch.__version__,
-        "started_at": _now(),
-    }
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 _LONG_LIVED_OBJECTS_FROZEN = False
@@ -178,16 +123,23 @@ def run_locked(cfg: DictConfig, run_dir: Path, process_started: float | None) ->
     return JobOutcome(job.summary["status"], str(run_dir.resolve()), value)
 
 
-def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, resume: dict[str, Any] | None,
-              process_started: float | None) -> float:
-    """config -> data -> model -> fit -> summary, for one run folder."""
-    summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
+def open_run(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None) -> torch.device:
+    """A run's start in its folder: summary.json saying running, the config checked, the trackers
+    opened, the device ready."""
+    summary = job.summary
     write_json_atomic(job.run_dir / "summary.json", summary)
     validate(cfg)
     job.loggers = build_loggers(cfg.logger, tracker_run_info(cfg, summary, previous), job.run_dir)
     if job.loggers.get(WandbLogger) is not None:
         summary["wandb_id"] = getattr(job.loggers.get(WandbLogger), "id", None)
-    device = prepare_device(cfg, summary)
+    return prepare_device(cfg, summary)
+
+
+def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, resume: dict[str, Any] | None,
+              process_started: float | None) -> float:
+    """config -> data -> model -> fit -> summary, for one run folder."""
+    summary, checkpoint_path = job.summary, job.run_dir / CHECKPOINT_NAME
+    device = open_run(cfg, job, previous)
     marks = {"job": time.perf_counter()}
     data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
     marks["data"] = time.perf_counter()
@@ -205,9 +157,18 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
         result = trainer.fit(model, data, task, resume=resume)
     summary.update(getattr(result, "summary", {}))  # a federated run's own fields (comm/bytes, ...)
     summary["startup_s"] = startup_breakdown(marks, trainer.first_step_done_at, process_started)
-    # The finished run keeps only what transfer and inspection need: the selected weights.
-    save_checkpoint(checkpoint_path, {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
-    summary.update(completed_fields(result, task))
+    return close_run(cfg, job, model, result, task)
+
+
+def close_run(cfg: DictConfig, job: JobRecord, model, result: FitResult, task) -> float:
+    """A completed fit into its folder: the checkpoint keeps only what transfer and inspection
+    need (the selected weights and the config), the summary its results; returns the best
+    validation value."""
+    summary = job.summary
+    config = OmegaConf.to_container(cfg, resolve=True)
+    save_checkpoint(job.run_dir / CHECKPOINT_NAME,
+                    {"completed": True, "model": model.state_dict(), "epoch": result.best_epoch, "config": config})
+    summary.update(completed_fields(result, task, cfg.trainer))
     log.info(
         "done: best %s %.4f at epoch %d, test/%s %.4f -> %s",
         summary["selection_metric"], result.best_val[task.selection_metric], result.best_epoch,
@@ -257,7 +218,7 @@ def recorded_outcome(job: JobRecord):
             _fail(summary, f"{type(e).__name__}: {e} (traceback in {run_dir / 'summary.json'})")
     finally:
         summary["wall_seconds"] = time.perf_counter() - job.started
-        summary["finished_at"] = _now()
+        summary["finished_at"] = now_iso()
         if job.loggers is not None:
             job.loggers.finish(summary)
         write_summary(run_dir, summary)
@@ -293,56 +254,6 @@ def build_run_model(cfg: DictConfig, data, device: torch.device, summary: dict[s
     model = model.to(device)
     summary.update(sharing_summary(model, cfg.model))
     return model
-
-
-def completed_fields(result: FitResult, task) -> dict[str, Any]:
-    return {
-        "status": "completed",
-        "selection_metric": f"val/{task.selection_metric}",
-        "best_epoch": result.best_epoch,
-        "epochs_completed": result.epochs_completed,
-        "stopped_early": result.stopped_early,
-        "metrics": {
-            **{f"val/{k}": v for k, v in result.best_val.items()},
-            **{f"test/{k}": v for k, v in result.test.items()},
-            "train/loss": result.final["train/loss"],
-        },
-        "final": result.final,
-        "train_seconds": result.train_seconds,
-    }
-
-
-def startup_breakdown(marks: dict[str, float], first_step_done_at: float | None,
-                      process_started: float | None) -> dict[str, float]:
-    """Seconds from process_started (the `psx` process start, given for the first job that process
-    runs) or else from the job's own start, to the end of the first training step."""
-    started = marks["job"] if process_started is None else process_started
-    breakdown = {
-        "imports_and_compose": marks["job"] - started,
-        "data": marks["data"] - marks["job"],
-        "model": marks["model"] - marks["data"],
-    }
-    if first_step_done_at is not None:
-        breakdown["first_step"] = first_step_done_at - marks["model"]
-        breakdown["total"] = first_step_done_at - started
-    return breakdown
-
-
-def tracker_run_info(cfg: DictConfig, summary: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """What W&B / TensorBoard are told about a run: a readable name, tags and the flat config."""
-    config = flatten(OmegaConf.to_container(cfg, resolve=True))
-    # Short top-level keys so a tracker UI can group by "model" and "dataset" directly.
-    config.update(model=cfg.model.name, dataset=cfg.dataset.name, sweep_id=summary["sweep_id"],
-                  experiment=summary["experiment"])
-    tags = [cfg.model.name, cfg.dataset.name, str(summary["family"])]
-    tags.append("shared" if summary["shared"] else "unshared")
-    return {
-        "name": ",".join(summary["overrides"]) or cfg.model.name,
-        "tags": tags,
-        "config": config,
-        "sweep_id": summary["sweep_id"],
-        "wandb_id": (previous or {}).get("wandb_id") if summary.get("resumed_from") else None,
-    }
 
 
 def _fail(summary: dict[str, Any], message: str) -> None:

@@ -20,11 +20,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from psx.budget import Budget, budget_of
 from psx.checkpoint import save_checkpoint
 from psx.device import check_precision
 from psx.data.tensors import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
+from psx.optim import make_optimizer, make_scheduler  # noqa: F401 - psx.trainer.make_optimizer is used elsewhere
 from psx.progress import Progress
 
 log = logging.getLogger("psx")
@@ -43,13 +45,15 @@ class LoopState:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
     in_epoch: dict[str, Any] | None = None  # where a stop request cut the current epoch short
     elapsed: float = 0.0  # training seconds before this process
+    cursor: dict[str, Any] | None = None  # a step budget's pass over the data that runs on into the next round
 
     def state_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for f in fields(self):
-            setattr(self, f.name, state[f.name])
+            if f.name in state:  # checkpoints written before `cursor` existed (and the stacked trainer's) lack it
+                setattr(self, f.name, state[f.name])
 
 
 @dataclass
@@ -62,34 +66,6 @@ class FitResult:
     stopped_early: bool
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
-    params = list(params)
-    # The fused kernels update every tensor in one pass: on CPU PyTorch's default is a loop of about
-    # ten ops per tensor, which costs as much as a whole forward pass for the many-tensor or large
-    # unshared models (10x slower on rnn_unshared's 2.3M parameters).
-    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    raise PsxError(f"unknown trainer.optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
-
-
-def make_scheduler(cfg: DictConfig, optimizer, mode: str):
-    if cfg.scheduler == "none":
-        return None
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.scheduler == "plateau":
-        # Decay as soon as the validation metric fails to improve (the classic PTB LM rule).
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.gamma, patience=0)
-    raise PsxError(f"unknown trainer.scheduler {cfg.scheduler!r} (none, cosine, step, plateau)")
 
 
 def precision_context(precision: str, device: torch.device):
@@ -134,12 +110,13 @@ class Trainer:
         loop = EpochLoop(self, model, data, task)
         if resume is not None:
             loop.restore(resume)
-        steps_per_epoch = task.steps_per_epoch(data.train, self.cfg.batch_size)
-        loop.progress = Progress(self.cfg.progress, self.cfg.epochs, steps_per_epoch, done_steps=loop.state.step)
+        budget = loop.budget
+        loop.progress = Progress(self.cfg.progress, budget.rounds, budget.round_steps or loop.steps_per_epoch,
+                                 done_steps=loop.state.step)
         loop.started = time.perf_counter() - loop.state.elapsed
         stopped_early = False
         try:
-            for epoch in range(loop.state.epoch + 1, self.cfg.epochs + 1):
+            for epoch in range(loop.state.epoch + 1, budget.rounds + 1):
                 epoch_start = time.perf_counter()
                 loop.start_epoch(epoch)
                 train_loss, items = loop.train_epoch(epoch)
@@ -172,6 +149,8 @@ class EpochLoop:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         self.scheduler = make_scheduler(cfg, self.optimizer, task.mode)
+        self.steps_per_epoch = task.steps_per_epoch(data.train, cfg.batch_size)
+        self.budget: Budget = budget_of(cfg, self.steps_per_epoch)
         self.shuffler = torch.Generator().manual_seed(trainer.seed)  # on the CPU: same order on every device
         self.augmenter = torch.Generator().manual_seed(trainer.seed + 1)  # data augmentation draws, if any
         self.state = LoopState()
@@ -214,34 +193,44 @@ class EpochLoop:
         self.optimizer.state.update({p: old_optimizer.state[p] for p in params if p in old_optimizer.state})
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
-        """One pass over the training data (or the rest of one a stop request cut short); returns the
-        mean training loss and the number of examples (or tokens). A stop request checkpoints the
-        position in the epoch after the current step and raises StopRequested."""
-        cfg, s = self.cfg, self.state
+        """One round: a pass over the training data (epoch budget) or the round's share of a step
+        budget, continuing the pass the last round left (or the rest of a round a stop request cut
+        short); returns the mean training loss and the number of examples (or tokens). A stop
+        request checkpoints the position after the current step and raises StopRequested."""
+        s = self.state
         self.model.train()
-        partial = s.in_epoch
-        batches = self.task.epoch(self.data.train, cfg.batch_size, self.shuffler, self.data.augment, self.augmenter,
-                                  state=partial["batches"] if partial else None)
-        loss_sum = partial["loss_sum"].to(self.device) if partial else torch.zeros((), device=self.device)
-        items = partial["items"] if partial else 0
-        for i in range(partial["next_step"] if partial else 0, batches.steps):
+        partial = s.in_epoch or s.cursor
+        batches, i = (self._pass(partial["batches"]), partial["next_step"]) if partial else (None, 0)
+        done = s.in_epoch.get("round_step", i) if s.in_epoch else 0  # steps of this round already taken
+        loss_sum = s.in_epoch["loss_sum"].to(self.device) if s.in_epoch else torch.zeros((), device=self.device)
+        items = s.in_epoch["items"] if s.in_epoch else 0
+        target = self.budget.steps_in_round(epoch)
+        while done < target if target is not None else (batches is None or i < batches.steps):
+            if batches is None or i >= batches.steps:
+                batches, i = self._pass(None), 0
             x, y, count = batches.batch(i)
             loss = self.train_step(to_device(x, self.device), to_device(y, self.device), batches)
             loss_sum += loss.detach() * count
-            items += count
-            s.step += 1
+            items, i, done, s.step = items + count, i + 1, done + 1, s.step + 1
             self.progress.step()
             if self.trainer.first_step_done_at is None:
                 self.trainer.first_step_done_at = time.perf_counter()
             if self.trainer.stop_requested:
                 s.elapsed = time.perf_counter() - self.started
-                self.checkpoint({"batches": batches.state(), "next_step": i + 1, "loss_sum": loss_sum.cpu(), "items": items})
+                self.checkpoint({"batches": batches.state(), "next_step": i, "round_step": done,
+                                 "loss_sum": loss_sum.cpu(), "items": items})
                 raise StopRequested(self.trainer.stop_requested)
         s.in_epoch = None
+        s.cursor = {"batches": batches.state(), "next_step": i} if i < batches.steps else None
         train_loss = loss_sum.item() / items
         if not math.isfinite(train_loss):
             raise PsxError(f"training diverged: train/loss is {train_loss} in epoch {epoch} (try a lower trainer.lr)")
         return train_loss, items
+
+    def _pass(self, state: dict[str, Any] | None):
+        """A pass over the training data: a new seeded shuffle, or the one `state` saved."""
+        return self.task.epoch(self.data.train, self.cfg.batch_size, self.shuffler, self.data.augment, self.augmenter,
+                               state=state)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, batches) -> torch.Tensor:
         with self.autocast:
@@ -255,6 +244,8 @@ class EpochLoop:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.budget.per_step_schedule and self.scheduler is not None and not self._plateau():
+            self.scheduler.step()
         return loss
 
     def evaluate(self, split) -> dict[str, float]:
@@ -288,13 +279,16 @@ class EpochLoop:
             s.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             s.stale += 1
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if self._plateau():
             self.scheduler.step(val[key])
-        elif self.scheduler is not None:
+        elif self.scheduler is not None and not self.budget.per_step_schedule:
             self.scheduler.step()
         s.epoch = epoch
         s.elapsed = time.perf_counter() - self.started
         return self.cfg.patience is not None and s.stale >= self.cfg.patience
+
+    def _plateau(self) -> bool:
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     def _better(self, value: float, best: float) -> bool:
         return value > best if self.task.mode == "max" else value < best

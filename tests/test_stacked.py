@@ -187,3 +187,32 @@ def test_a_stop_request_checkpoints_each_seed_mid_epoch_and_resumes_alone_exactl
         model = build_seed_model(cfg.model, data.spec, seed, torch.device("cpu"))
         resumed = Trainer(cfg.trainer, seed).fit(model, data, task, resume=state)
         assert_same_run((resumed, model), alone(cfg, data, task, seed))
+
+
+# 200 examples at batch 32: passes of 7 steps; rounds of 3 steps run across them, the last one short.
+STEP_BUDGET = ["trainer.budget=steps", "trainer.steps=17", "trainer.eval_every=3"]
+
+
+@pytest.mark.parametrize("model", ["cnn_shared", "mlp"])
+def test_under_a_step_budget_each_stacked_seed_equals_the_seed_trained_alone(model):
+    results = check_equivalence(f"model={model}", "model.channels=[8,16]" if model.startswith("cnn") else "model.hidden=[64]",
+                                *STEP_BUDGET)
+    assert [row["step"] for row in results[0].history] == [3, 6, 9, 12, 15, 17]
+
+
+def test_a_stacked_seeds_mid_pass_checkpoint_under_a_step_budget_resumes_alone_exactly(tmp_path):
+    cfg = composed("model=mlp", "model.hidden=[64]", "trainer.checkpoint=true", *STEP_BUDGET)
+    data = build_data(cfg.dataset, data_dir=cfg.paths.data_dir)
+    task = task_for(data.spec, cfg.model)
+
+    def keep_round_3(index, state):  # 9 steps: 2 into the second pass
+        if state["loop"]["epoch"] == 3:
+            save_checkpoint(tmp_path / f"{index}.pt", state)
+
+    fit_stacked(cfg.model, cfg.trainer, data, task, SEEDS[:2], on_checkpoint=keep_round_3)
+    for index, seed in enumerate(SEEDS[:2]):
+        state = load_checkpoint(tmp_path / f"{index}.pt")
+        assert state["loop"]["step"] == 9 and state["loop"]["cursor"]["next_step"] == 2
+        model = build_seed_model(cfg.model, data.spec, seed, torch.device("cpu"))
+        resumed = Trainer(cfg.trainer, seed).fit(model, data, task, resume=state)
+        assert_same_run((resumed, model), alone(cfg, data, task, seed))

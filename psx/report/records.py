@@ -22,7 +22,8 @@ from psx.report import checks
 SUMMARY_FIELDS = (
     "status", "error", "problem", "model", "family", "arm", "reference_arm", "shared", "dataset", "train_size",
     "train_examples", "seed", "params/unique", "params/unshared_equiv", "params/trainable", "sharing/ratio",
-    "wall_seconds", "train_seconds", "selection_metric", "best_epoch", "epochs_completed", "device",
+    "wall_seconds", "train_seconds", "selection_metric", "best_epoch", "epochs_completed", "budget", "steps",
+    "stopped_early", "device",
     "torch_version", "psx_version",
 )
 METRIC_PREFIXES = ("train/", "val/", "test/")

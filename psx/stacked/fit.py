@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from psx.budget import Budget, budget_of
 from psx.data.tensors import Data
 from psx.errors import PsxError
 from psx.progress import Progress
@@ -42,18 +43,24 @@ class _Stack:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     records: list[SeedRecord]
-    steps_per_epoch: int
+    budget: Budget
+    step: int = 0  # optimizer steps taken
+    passes: list | None = None  # each seed's pass over the data in progress (a step budget runs it across rounds)
+    next_step: int = 0  # the position of every seed in its pass (the seeds' passes are equally long)
     torch_rng: torch.Tensor = field(default_factory=torch.get_rng_state)
     started: float = field(default_factory=time.perf_counter)
 
-    def checkpoints(self, epoch: int, step: int, in_epoch: Callable[[int], dict] | None = None):
+    def checkpoints(self, epoch: int, in_epoch: Callable[[int], dict] | None = None):
         """(position in seeds, Trainer checkpoint) of each seed still training."""
-        loop = {"epoch": epoch, "step": step, "elapsed": time.perf_counter() - self.started}
+        loop = {"epoch": epoch, "step": self.step, "elapsed": time.perf_counter() - self.started}
+        mid_pass = self.passes is not None and self.next_step < self.passes[0].steps
         for index, record in enumerate(self.records):
             if record.active:
                 state = seed_checkpoint(record, index, self.params, self.buffers, self.optimizer, self.scheduler,
                                         loop, self.torch_rng)
                 state["loop"]["in_epoch"] = in_epoch(index) if in_epoch else None
+                state["loop"]["cursor"] = ({"batches": self.passes[index].state(), "next_step": self.next_step}
+                                           if mid_pass and in_epoch is None else None)
                 yield index, state
 
 
@@ -81,21 +88,22 @@ class StackedTrainer:
         optimizer = make_optimizer(cfg, [p for p in params.values() if p.requires_grad])
         run = _Stack(stackable_template(models[0]).train(), params, buffers, optimizer,
                      make_scheduler(cfg, optimizer, task.mode), [SeedRecord(seed) for seed in self.seeds],
-                     task.steps_per_epoch(data.train, cfg.batch_size))
-        progress = Progress(cfg.progress, cfg.epochs, run.steps_per_epoch)
+                     budget_of(cfg, task.steps_per_epoch(data.train, cfg.batch_size)))
+        progress = Progress(cfg.progress, run.budget.rounds, run.budget.round_steps or
+                            task.steps_per_epoch(data.train, cfg.batch_size))
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(1, run.budget.rounds + 1):
                 epoch_start = time.perf_counter()
                 loss_sums, items = self._train_epoch(run, epoch, data, task, progress)
                 train_seconds = time.perf_counter() - epoch_start
                 val = evaluate_stacked(task, run.template, params, buffers, data.val, cfg.eval_batch_size, len(run.records))
-                common = {"step": epoch * run.steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
+                common = {"step": run.step, "lr": optimizer.param_groups[0]["lr"],
                           "time/epoch_s": time.perf_counter() - epoch_start, f"time/{task.unit}_per_s": items / train_seconds}
                 self._end_epoch(run, epoch, [s / items for s in loss_sums], val, common, task, progress)
-                if run.scheduler is not None:
+                if run.scheduler is not None and not run.budget.per_step_schedule:
                     run.scheduler.step()
                 if cfg.checkpoint:  # as Trainer: not for a run that this epoch stopped
-                    for index, state in run.checkpoints(epoch, epoch * run.steps_per_epoch):
+                    for index, state in run.checkpoints(epoch):
                         self.on_checkpoint(index, state)
                 if all(not record.active for record in run.records):
                     break
@@ -106,12 +114,18 @@ class StackedTrainer:
     def _train_epoch(self, run: _Stack, epoch: int, data: Data, task, progress):
         cfg = self.cfg
         device = next(iter(run.params.values())).device
-        epochs = [task.epoch(data.train, cfg.batch_size, r.shuffler, data.augment, r.augmenter) for r in run.records]
         loss_of = vmap(lambda p, b, x, y: task.loss(lambda inputs: functional_call(run.template, (p, b), (inputs,)), x, y))
         loss_sums = torch.zeros(len(run.records), device=device)
-        items = 0
-        for i in range(epochs[0].steps):
-            batches = [batches.batch(i) for batches in epochs]
+        items = done = 0
+        target = run.budget.steps_in_round(epoch)  # None: to the end of a new pass (an epoch budget)
+        if target is None or run.passes is None or run.next_step >= run.passes[0].steps:
+            run.passes, run.next_step = None, 0
+        while done < target if target is not None else (run.passes is None or run.next_step < run.passes[0].steps):
+            if run.passes is None or run.next_step >= run.passes[0].steps:
+                run.passes = [task.epoch(data.train, cfg.batch_size, r.shuffler, data.augment, r.augmenter)
+                              for r in run.records]
+                run.next_step = 0
+            batches = [batches.batch(run.next_step) for batches in run.passes]
             x = to_device(torch.stack([b[0] for b in batches]), device)
             y = to_device(torch.stack([b[1] for b in batches]), device)
             with MemoryFormatAsIs():
@@ -121,22 +135,25 @@ class StackedTrainer:
             if cfg.grad_clip is not None:
                 clip_per_seed(run.optimizer.param_groups[0]["params"], cfg.grad_clip)
             run.optimizer.step()
+            if run.budget.per_step_schedule and run.scheduler is not None:
+                run.scheduler.step()
             loss_sums += losses.detach() * batches[0][2]
             items += batches[0][2]
+            run.step, run.next_step, done = run.step + 1, run.next_step + 1, done + 1
             progress.step()
             if self.first_step_done_at is None:
                 self.first_step_done_at = time.perf_counter()
             if self.stop_requested:
-                self._stop(run, epoch, i, epochs, loss_sums, items)
+                self._stop(run, epoch, done, loss_sums, items)
         return loss_sums.tolist(), items
 
-    def _stop(self, run: _Stack, epoch: int, i: int, epochs, loss_sums, items) -> None:
-        """As Trainer on a stop request: each seed's mid-epoch checkpoint, then StopRequested."""
+    def _stop(self, run: _Stack, epoch: int, done: int, loss_sums, items) -> None:
+        """As Trainer on a stop request: each seed's mid-round checkpoint, then StopRequested."""
         def in_epoch(index):
-            return {"batches": epochs[index].state(), "next_step": i + 1,
+            return {"batches": run.passes[index].state(), "next_step": run.next_step, "round_step": done,
                     "loss_sum": loss_sums[index].detach().cpu().clone(), "items": items}
 
-        for index, state in run.checkpoints(epoch - 1, (epoch - 1) * run.steps_per_epoch + i + 1, in_epoch):
+        for index, state in run.checkpoints(epoch - 1, in_epoch):
             self.on_checkpoint(index, state)
         raise StopRequested(self.stop_requested)
 
