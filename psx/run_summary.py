@@ -64,6 +64,12 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def data_sizes(data) -> dict[str, int]:
+    """How much data the run used: training examples (tokens for a corpus) and the validation examples
+    (or tokens) evaluated every epoch, which dataset.val_tokens can make a part of the validation split."""
+    return {"train_examples": len(data.train), "val_examples": len(data.val)}
+
+
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / "summary.json").read_text())

@@ -30,7 +30,7 @@ from psx.resume import resume_state, stop_on_signals
 from psx.resume_args import what_is_trained
 from psx.tasks import task_for
 from psx.trainer import FitResult, Trainer
-from psx.run_summary import (base_summary, completed_fields, now_iso, parallel_context, read_summary,
+from psx.run_summary import (base_summary, completed_fields, data_sizes, now_iso, parallel_context, read_summary,
                               startup_breakdown, tracker_run_info)
 
 log = logging.getLogger("psx")
@@ -143,7 +143,7 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
     marks = {"job": time.perf_counter()}
     data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
     marks["data"] = time.perf_counter()
-    summary["train_examples"] = len(data.train)
+    summary.update(data_sizes(data))
     model = build_run_model(cfg, data, device, summary)
     marks["model"] = time.perf_counter()
     task = task_for(data.spec, cfg.model)

@@ -135,3 +135,23 @@ def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):
         header = (path.parent / "metrics.csv").read_text().splitlines()[0].split(",")
         assert {"train/ppl", "val/ppl", "time/tokens_per_s"} <= set(header)
     assert runs["lm_untied"]["params/unique"] - runs["lm_tied"]["params/unique"] == 10_000 * 200
+
+
+def test_ptb_val_tokens_shortens_validation_only(psx, data_root):
+    """dataset.val_tokens validates on a prefix of the validation stream and records its size; training and
+    the test evaluation are those of the run that validates on everything."""
+    import json
+
+    result = psx("train", "-m", "model=lm_tied", "model.hidden_size=16", "model.layers=1", "dataset=ptb",
+                 "dataset.train_size=2000", "dataset.val_tokens=null,700", "trainer.epochs=1", "trainer.batch_size=20",
+                 "trainer.eval_batch_size=350", "device.num_threads=1",
+                 extra_env={"PSX_DATA_DIR": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    runs = {}
+    for path in (psx.cwd / "outputs").rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        runs[summary["val_examples"]] = summary["metrics"]
+    assert sorted(runs) == [700, 73_760]
+    whole, part = runs[73_760], runs[700]
+    assert part["train/loss"] == whole["train/loss"] and part["test/ppl"] == whole["test/ppl"]
+    assert part["val/ppl"] != whole["val/ppl"]
