@@ -120,6 +120,26 @@ def test_language_models_refuse_images_and_image_models_refuse_tokens():
         build_model(CNNConfig(), TOKENS_SPEC)
 
 
+def test_inspection_names_the_window_and_shows_the_lstm_reuse_the_ratio_leaves_out(capsys):
+    from psx.data.spec import input_text
+    from psx.inspect import print_inspection
+    from psx.run_summary import params_text
+
+    config = LSTMLMConfig(name="lm_tied", arm="tied", hidden_size=16, layers=1)
+    model = lm(config)
+    print_inspection(model, f"lm_tied on ptb {input_text(TOKENS_SPEC)}", config)
+    out = capsys.readouterr().out
+    assert f"lm_tied on ptb (windows of {BPTT} tokens, vocabulary {VOCAB:,})" in out
+    rows = [line for line in out.splitlines() if "rnn." in line and line.startswith("│")]
+    assert len(rows) == 4 and all(f"x{BPTT}*" in row for row in rows)
+    assert f"x{BPTT}*: one LSTM runs at each of a window's {BPTT} steps in both arms: not in the" in out
+    counts = param_counts(model)
+    assert counts["params/unshared_equiv"] == counts["params/unique"] + VOCAB * 16  # the tying alone
+    summary = {**counts, "sharing/ratio": counts["params/unshared_equiv"] / counts["params/unique"]}
+    assert params_text(summary) == (f"params/unique {counts['params/unique']:,}, params/unshared_equiv "
+                                    f"{counts['params/unshared_equiv']:,} (sharing ratio {summary['sharing/ratio']:.2f}x)")
+
+
 def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):
     import json
 

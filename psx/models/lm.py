@@ -49,6 +49,7 @@ class LSTMLanguageModel(nn.Module):
         super().__init__()
         _check_tokens(cfg.name, spec)
         self.tied = cfg.arm == "tied"
+        self.bptt = spec.seq_len
         self.projection = None
         embedding_size = cfg.embedding_size or cfg.hidden_size
         self.encoder = nn.Embedding(spec.vocab_size, embedding_size)
@@ -71,6 +72,16 @@ class LSTMLanguageModel(nn.Module):
 
     def parameter_reuse(self) -> dict[str, float]:
         return {"encoder.weight": 2} if self.tied else {}
+
+    def parameter_kinds(self) -> dict[str, str]:
+        # The LSTM is reused at every step of a window in both arms, like rnn_shared's cell, but this
+        # family compares tying: counting the steps would make the untied reference arm "shared" too.
+        return {f"rnn.{name}": f"x{self.bptt}*" for name, _ in self.rnn.named_parameters()}
+
+    @property
+    def inspection_note(self) -> str:
+        return (f"x{self.bptt}*: one LSTM runs at each of a window's {self.bptt} steps in both arms: not in the "
+                "ratio, which counts the tying (a cell per step: model=rnn_unshared)")
 
 
 class TransformerLanguageModel(nn.Module):
