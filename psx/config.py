@@ -241,7 +241,8 @@ def _check_eval_streams(dataset: DictConfig, trainer: DictConfig) -> None:
     val_tokens = dataset.get("val_tokens")
     if val_tokens is not None and val_tokens < 2 * trainer.eval_batch_size:
         raise PsxError(f"dataset.val_tokens={val_tokens} cannot fill trainer.eval_batch_size={trainer.eval_batch_size} "
-                       f"evaluation streams of at least 2 tokens; lower trainer.eval_batch_size or raise dataset.val_tokens")
+                       "evaluation streams of at least 2 tokens; lower trainer.eval_batch_size or raise "
+                       "dataset.val_tokens")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:
