@@ -175,3 +175,31 @@ def test_ptb_val_tokens_shortens_validation_only(psx, data_root):
     whole, part = runs[73_760], runs[700]
     assert part["train/loss"] == whole["train/loss"] and part["test/ppl"] == whole["test/ppl"]
     assert part["val/ppl"] != whole["val/ppl"]
+
+
+@pytest.mark.parametrize("build", [lambda: lstm("tied"), lambda: transformer("unshared")], ids=["lstm", "transformer"])
+def test_language_models_on_the_meta_device_have_the_tensors_they_have_on_the_cpu(build):
+    on_cpu = build()
+    with torch.device("meta"):
+        on_meta = build()
+    assert [(n, p.shape, p.requires_grad) for n, p in on_meta.named_parameters(remove_duplicate=False)] == \
+        [(n, p.shape, p.requires_grad) for n, p in on_cpu.named_parameters(remove_duplicate=False)]
+    assert all(p.is_meta for p in on_meta.parameters()) and param_counts(on_meta) == param_counts(on_cpu)
+
+
+def test_building_a_language_model_on_the_meta_device_does_not_import_dynamo():
+    """torch runs normal_ on meta tensors through torch._refs, whose first use imports torch._dynamo (seconds):
+    `psx inspect` of a language model would spend most of its time there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom psx.data.spec import TOKENS, DataSpec\nfrom psx.models import build_model\n"
+            "from psx.models.families.lm import LSTMLMConfig\nfrom psx.models.families.transformer import TransformerConfig\n"
+            "spec = DataSpec(name='ptb', input_shape=(), num_classes=50, kind=TOKENS, vocab_size=50, seq_len=6)\n"
+            "with torch.device('meta'):\n"
+            "    build_model(LSTMLMConfig(name='lm_tied', arm='tied', hidden_size=8, layers=1), spec)\n"
+            "    build_model(TransformerConfig(name='lm_transformer', arm='unshared'), spec)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
