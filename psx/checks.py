@@ -31,9 +31,8 @@ def check_model(model_cfg, spec) -> None:
     its freeze prefixes name parameters: built on the meta device, nothing allocated."""
     import torch
 
-    from psx.checkpoint import load_checkpoint
     from psx.models import build_model
-    from psx.models.transfer import freeze, matching_names
+    from psx.models.transfer import freeze, load_source, matching_names
 
     with torch.device("meta"):
         model = build_model(model_cfg, spec)
@@ -43,7 +42,7 @@ def check_model(model_cfg, spec) -> None:
         raise PsxError(f"model {model_cfg.name} has {count:,} parameters: training it needs about "
                        f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB")
     if model_cfg.get("init_from") is not None:
-        matching_names(model, load_checkpoint(model_cfg.init_from)["model"], model_cfg.init_from)
+        matching_names(model, load_source(model_cfg.init_from), model_cfg.init_from)
     if model_cfg.get("freeze"):
         freeze(model, list(model_cfg.freeze))
 

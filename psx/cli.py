@@ -148,6 +148,7 @@ def inspect_command(args: list[str]) -> int:
         import torch
 
         from psx.data import describe
+        from psx.data.spec import input_text
         from psx.inspect import print_inspection
         from psx.models import build_model
 
@@ -156,7 +157,7 @@ def inspect_command(args: list[str]) -> int:
             model = build_model(cfg.model, spec)
     except PsxError as e:
         fail(str(e))
-    print_inspection(model, f"{cfg.model.name} on {spec.name} {spec.input_shape}", cfg.model)
+    print_inspection(model, f"{cfg.model.name} on {spec.name} {input_text(spec)}", cfg.model)
     return 0
 
 

@@ -189,6 +189,7 @@ def validate(cfg: DictConfig) -> None:
 
     _check_trainer(trainer)
     check_dataset(cfg.dataset)
+    _check_eval_streams(cfg.dataset, trainer)
     if device.num_threads is not None and device.num_threads < 1:
         raise PsxError(f"device.num_threads must be >= 1 or null, got {device.num_threads}")
     if cfg.get("federated") is not None:  # configs saved before the group existed have none
@@ -232,6 +233,16 @@ def _check_budget(trainer: DictConfig) -> None:
         raise PsxError(f"trainer.eval_every must be >= 1 or null (once per pass), got {trainer.eval_every}")
     if trainer.stack_seeds not in ("auto", False, True):
         raise PsxError(f"trainer.stack_seeds must be auto, false or true, got {trainer.stack_seeds!r}")
+
+
+def _check_eval_streams(dataset: DictConfig, trainer: DictConfig) -> None:
+    """A token stream is evaluated as trainer.eval_batch_size parallel streams of at least 2 tokens each:
+    a validation subset too short for that fails here rather than at the first validation."""
+    val_tokens = dataset.get("val_tokens")
+    if val_tokens is not None and val_tokens < 2 * trainer.eval_batch_size:
+        raise PsxError(f"dataset.val_tokens={val_tokens} cannot fill trainer.eval_batch_size={trainer.eval_batch_size} "
+                       "evaluation streams of at least 2 tokens; lower trainer.eval_batch_size or raise "
+                       "dataset.val_tokens")
 
 
 def _positive(section: DictConfig, keys: List[str], where: str) -> None:

@@ -73,6 +73,8 @@ def print_inspection(model: nn.Module, title: str, model_cfg=None) -> None:
     counts = param_counts(model)
     console = Console()
     console.print(table)
+    if getattr(model, "inspection_note", None):  # reuse the family's ratio leaves out, and why
+        console.print(model.inspection_note)
     if model_cfg is not None:
         arm = arm_fields(model_cfg)
         console.print(f"family {arm['family']}, arm {arm['arm']} (reference arm: {arm['reference_arm']})")

@@ -19,7 +19,8 @@ log = logging.getLogger("psx")
 
 SUMMARY_KEYS = ("status", "best_epoch", "epochs_completed", "params/unique", "params/unshared_equiv",
                 "params/trainable", "sharing/ratio", "family", "arm", "reference_arm", "shared",
-                "wall_seconds", "train_seconds", "train_examples", "device", "budget", "steps", "stopped_early")
+                "wall_seconds", "train_seconds", "train_examples", "val_examples", "device", "budget", "steps",
+                "stopped_early")
 
 
 class CSVLogger:

@@ -65,3 +65,28 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class JobNumberPrefix(logging.Filter):
+    """Jobs that run side by side (a joblib sweep) write to one terminal: each line psx logs starts
+    with its job's number, as Hydra's own launch lines do (`#3 : model=...`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefix = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.prefix and not getattr(record, "psx_numbered", False):
+            record.msg, record.psx_numbered = f"{self.prefix}{record.msg}", True
+        return True
+
+
+_JOB_NUMBER = JobNumberPrefix()
+
+
+def number_log_lines(job_num: int | None) -> None:
+    """Prefix psx's log lines with `#<job_num> ` from now on in this process (None: no prefix); a
+    joblib worker runs one job after another, so each job sets its own number."""
+    _JOB_NUMBER.prefix = f"#{job_num} " if job_num is not None else ""
+    if _JOB_NUMBER not in log.filters:
+        log.addFilter(_JOB_NUMBER)

@@ -64,6 +64,21 @@ def base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def data_sizes(data) -> dict[str, int]:
+    """How much data the run used: training examples (tokens for a corpus) and the validation examples
+    (or tokens) evaluated every epoch, which dataset.val_tokens can make a part of the validation split."""
+    return {"train_examples": len(data.train), "val_examples": len(data.val)}
+
+
+def params_text(summary: dict[str, Any]) -> str:
+    """The run's parameter counts for its first log line: unique, unshared-equivalent and their ratio."""
+    equiv = summary["params/unshared_equiv"]
+    equiv_text = f"{equiv:,}" if isinstance(equiv, int) else f"{equiv:,.0f}"  # hashed layers: fractional reuse
+    ratio = summary.get("sharing/ratio")
+    return (f"params/unique {summary['params/unique']:,}, params/unshared_equiv {equiv_text}"
+            + (f" (sharing ratio {ratio:.2f}x)" if ratio else ""))
+
+
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / "summary.json").read_text())

@@ -26,12 +26,13 @@ from psx.federated.schema import is_federated
 from psx.loggers import WandbLogger, build_loggers
 from psx.models import build_model, sharing_summary
 from psx.models.transfer import freeze, load_matching_weights
+from psx.progress import number_log_lines
 from psx.resume import resume_state, stop_on_signals
 from psx.resume_args import what_is_trained
 from psx.tasks import task_for
 from psx.trainer import FitResult, Trainer
-from psx.run_summary import (base_summary, completed_fields, now_iso, parallel_context, read_summary,
-                              startup_breakdown, tracker_run_info)
+from psx.run_summary import (base_summary, completed_fields, data_sizes, now_iso, parallel_context, params_text,
+                              read_summary, startup_breakdown, tracker_run_info)
 
 log = logging.getLogger("psx")
 
@@ -83,6 +84,8 @@ def run(cfg: DictConfig, process_started: float | None = None) -> JobOutcome:
     is locked for the whole job (psx.runlock): a second writer fails with one line and touches
     nothing. process_started: perf_counter() at the start of the process, for the start-up figures."""
     freeze_long_lived_objects()
+    context = parallel_context()
+    number_log_lines(context["job_num"] if context.get("parallel_jobs", 1) > 1 else None)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +146,12 @@ def train_job(cfg: DictConfig, job: JobRecord, previous: dict[str, Any] | None, 
     marks = {"job": time.perf_counter()}
     data = place_data(build_data(cfg.dataset, data_dir=cfg.paths.data_dir), device, cfg.device.data)
     marks["data"] = time.perf_counter()
-    summary["train_examples"] = len(data.train)
+    summary.update(data_sizes(data))
     model = build_run_model(cfg, data, device, summary)
     marks["model"] = time.perf_counter()
     task = task_for(data.spec, cfg.model)
-    log.info(
-        "%s on %s (%s training %s), %s unique parameters, device %s",
-        cfg.model.name, cfg.dataset.name, f"{len(data.train):,}", task.unit, f"{summary['params/unique']:,}", device,
-    )
+    log.info("%s on %s (%s training %s), %s, device %s", cfg.model.name, cfg.dataset.name, f"{len(data.train):,}",
+             task.unit, params_text(summary), device)
     config = OmegaConf.to_container(cfg, resolve=True)
     trainer = make_trainer(cfg, job, checkpoint_path, config)
     with stop_on_signals(trainer):

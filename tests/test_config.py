@@ -72,6 +72,9 @@ def test_a_bad_model_file_is_one_line(edit, message):
         ("model=cnn_soft model.soft.schedule=linear", "model.soft.schedule=linear needs model.soft.end"),
         ("model=cnn_unshared model.untie_at=3", "model.untie_at unties the shared arm's convs"),
         ("model=mtl_shared model.untie_at=3", "the mtl family shares across tasks"),
+        ("model=lm_tied dataset=ptb dataset.val_tokens=1", "dataset.val_tokens must be >= 2"),
+        ("model=lm_tied dataset=ptb dataset.val_tokens=2000",
+         "dataset.val_tokens=2000 cannot fill trainer.eval_batch_size=1024 evaluation streams"),
     ],
 )
 def test_each_family_checks_its_own_values(override, message):

@@ -15,7 +15,8 @@ from psx.errors import PsxError
 from psx.hydra_app import config_dir
 
 # What `dataset=<name>` composed to before the schemas moved into the data set modules (the
-# YAML files then spelled out every key): the same values give the same data and metrics.
+# YAML files then spelled out every key): the same values give the same data and metrics. Keys
+# added since default to what psx did before them (ptb's val_tokens: null, validate on all).
 COMPOSED_BEFORE = {
     "digits": dict(name="digits", test_size=360, val_size=180, split_seed=0, train_size=None, subset_seed=0),
     "mnist": dict(name="mnist", val_size=5000, split_seed=0, train_size=None, subset_seed=0, download=True, verify=True),
@@ -23,7 +24,7 @@ COMPOSED_BEFORE = {
                           download=True, verify=True),
     "cifar10": dict(name="cifar10", val_size=5000, split_seed=0, train_size=None, subset_seed=0, augment=False,
                     download=True, verify=True),
-    "ptb": dict(name="ptb", bptt=35, train_size=None, download=True, verify=True),
+    "ptb": dict(name="ptb", bptt=35, train_size=None, val_tokens=None, download=True, verify=True),
     "multi_mnist": dict(name="multi_mnist", shift=8, task=None, val_size=5000, split_seed=0, train_size=None,
                         subset_seed=0, download=True, verify=True),
     "multi_digits": dict(name="multi_digits", shift=3, task=None, test_size=360, val_size=180, split_seed=0,

@@ -50,6 +50,15 @@ def test_ptb_train_size_is_a_contiguous_prefix_and_eval_never_shrinks(ptb_root):
         build_data(ptb_cfg(train_size=1_000_000), ptb_root)
 
 
+def test_ptb_val_tokens_validates_on_a_prefix_and_the_test_split_stays_whole(ptb_root):
+    full = build_data(ptb_cfg(), ptb_root)
+    small = build_data(ptb_cfg(val_tokens=5_000, train_size=10_000), ptb_root)
+    assert torch.equal(small.val.ids, full.val.ids[:5_000]) and torch.equal(small.test.ids, full.test.ids)
+    assert torch.equal(small.train.ids, full.train.ids[:10_000])
+    with pytest.raises(PsxError, match="only 73,760 validation tokens"):
+        build_data(ptb_cfg(val_tokens=73_761), ptb_root)
+
+
 def test_ptb_corrupt_file_is_reported(tmp_path):
     root = copy_into(tmp_path, "ptb")
     valid = root / "PennTreebank/ptb.valid.txt"

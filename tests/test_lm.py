@@ -120,6 +120,26 @@ def test_language_models_refuse_images_and_image_models_refuse_tokens():
         build_model(CNNConfig(), TOKENS_SPEC)
 
 
+def test_inspection_names_the_window_and_shows_the_lstm_reuse_the_ratio_leaves_out(capsys):
+    from psx.data.spec import input_text
+    from psx.inspect import print_inspection
+    from psx.run_summary import params_text
+
+    config = LSTMLMConfig(name="lm_tied", arm="tied", hidden_size=16, layers=1)
+    model = lm(config)
+    print_inspection(model, f"lm_tied on ptb {input_text(TOKENS_SPEC)}", config)
+    out = capsys.readouterr().out
+    assert f"lm_tied on ptb (windows of {BPTT} tokens, vocabulary {VOCAB:,})" in out
+    rows = [line for line in out.splitlines() if "rnn." in line and line.startswith("│")]
+    assert len(rows) == 4 and all(f"x{BPTT}*" in row for row in rows)
+    assert f"x{BPTT}*: one LSTM runs at each of a window's {BPTT} steps in both arms: not in the" in out
+    counts = param_counts(model)
+    assert counts["params/unshared_equiv"] == counts["params/unique"] + VOCAB * 16  # the tying alone
+    summary = {**counts, "sharing/ratio": counts["params/unshared_equiv"] / counts["params/unique"]}
+    assert params_text(summary) == (f"params/unique {counts['params/unique']:,}, params/unshared_equiv "
+                                    f"{counts['params/unshared_equiv']:,} (sharing ratio {summary['sharing/ratio']:.2f}x)")
+
+
 def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):
     import json
 
@@ -135,3 +155,51 @@ def test_lm_pair_end_to_end_on_real_ptb(psx, data_root):
         header = (path.parent / "metrics.csv").read_text().splitlines()[0].split(",")
         assert {"train/ppl", "val/ppl", "time/tokens_per_s"} <= set(header)
     assert runs["lm_untied"]["params/unique"] - runs["lm_tied"]["params/unique"] == 10_000 * 200
+
+
+def test_ptb_val_tokens_shortens_validation_only(psx, data_root):
+    """dataset.val_tokens validates on a prefix of the validation stream and records its size; training and
+    the test evaluation are those of the run that validates on everything."""
+    import json
+
+    result = psx("train", "-m", "model=lm_tied", "model.hidden_size=16", "model.layers=1", "dataset=ptb",
+                 "dataset.train_size=2000", "dataset.val_tokens=null,700", "trainer.epochs=1", "trainer.batch_size=20",
+                 "trainer.eval_batch_size=350", "device.num_threads=1",
+                 extra_env={"PSX_DATA_DIR": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    runs = {}
+    for path in (psx.cwd / "outputs").rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        runs[summary["val_examples"]] = summary["metrics"]
+    assert sorted(runs) == [700, 73_760]
+    whole, part = runs[73_760], runs[700]
+    assert part["train/loss"] == whole["train/loss"] and part["test/ppl"] == whole["test/ppl"]
+    assert part["val/ppl"] != whole["val/ppl"]
+
+
+@pytest.mark.parametrize("build", [lambda: lstm("tied"), lambda: transformer("unshared")], ids=["lstm", "transformer"])
+def test_language_models_on_the_meta_device_have_the_tensors_they_have_on_the_cpu(build):
+    on_cpu = build()
+    with torch.device("meta"):
+        on_meta = build()
+    assert [(n, p.shape, p.requires_grad) for n, p in on_meta.named_parameters(remove_duplicate=False)] == \
+        [(n, p.shape, p.requires_grad) for n, p in on_cpu.named_parameters(remove_duplicate=False)]
+    assert all(p.is_meta for p in on_meta.parameters()) and param_counts(on_meta) == param_counts(on_cpu)
+
+
+def test_building_a_language_model_on_the_meta_device_does_not_import_dynamo():
+    """torch runs normal_ on meta tensors through torch._refs, whose first use imports torch._dynamo (seconds):
+    `psx inspect` of a language model would spend most of its time there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom psx.data.spec import TOKENS, DataSpec\nfrom psx.models import build_model\n"
+            "from psx.models.families.lm import LSTMLMConfig\nfrom psx.models.families.transformer import TransformerConfig\n"
+            "spec = DataSpec(name='ptb', input_shape=(), num_classes=50, kind=TOKENS, vocab_size=50, seq_len=6)\n"
+            "with torch.device('meta'):\n"
+            "    build_model(LSTMLMConfig(name='lm_tied', arm='tied', hidden_size=8, layers=1), spec)\n"
+            "    build_model(TransformerConfig(name='lm_transformer', arm='unshared'), spec)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

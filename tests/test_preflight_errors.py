@@ -15,7 +15,7 @@ BAD_RUNS = [
     (["model.hidden=[2000000,2000000]"], "parameters: training it needs about"),
     (["dataset.train_size=5000"], "dataset.train_size=5000 but digits has only 1257 training examples"),
     (["model.freeze=[nothing]"], "model.freeze: 'nothing' names no parameters"),
-    (["model.init_from=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+    (["model.init_from=/nonexistent/run"], "model.init_from: no checkpoint at /nonexistent/run"),
 ]
 
 
@@ -37,7 +37,7 @@ def test_init_from_a_damaged_checkpoint_fails_before_the_run(psx):
     flip_bytes_inside_a_weight(source / "checkpoint.pt")
     result = psx("train", f"model.init_from={source}", "device.num_threads=1")
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"psx: error: checkpoint {source / 'checkpoint.pt'} is damaged: "
+    assert result.stderr.strip() == (f"psx: error: model.init_from: checkpoint {source / 'checkpoint.pt'} is damaged: "
                                      "its tensors do not match their digest")
     assert not (psx.cwd / "outputs").exists()
 

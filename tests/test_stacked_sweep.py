@@ -49,7 +49,7 @@ def test_a_seed_sweep_trains_stacked_with_each_jobs_metrics_as_alone_and_a_rerun
         assert (folder / ".hydra" / "config.yaml").is_file() and (folder / "checkpoint.pt").is_file()
         assert r["params/unique"] == alone[0]["params/unique"] and r["train_examples"] == 200
     again = psx("train", "-m", *SWEEP, f"hydra.sweep.dir={stacked_dir}")
-    assert again.returncode == 0 and "all 6 jobs in" in again.stdout + again.stderr and "nothing to run" in again.stdout + again.stderr
+    assert again.returncode == 0 and f"all 6 jobs in {stacked_dir} have completed; nothing to run" in again.stderr
     assert jobs(stacked_dir) == stacked
 
 
@@ -71,3 +71,25 @@ def test_a_stacked_sweep_stopped_by_sigterm_resumes_seed_by_seed_to_the_unbroken
     finished = jobs(broken)
     assert all(r["status"] == "completed" and r["resumed_from"] for r in finished)
     assert_same_runs(finished, jobs(psx.cwd / "unbroken"))
+
+
+def test_the_launcher_takes_the_config_the_sweepers_check_composed_once():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    import psx.hydra_app  # noqa: F401 - registers the schemas the YAML files extend
+    from hydra_plugins.psx_launchers.stacking_launcher import ComposedOnce
+    from psx.conf_dir import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+        real = GlobalHydra.instance().hydra.config_loader
+        master = real.load_configuration("config", ["trainer.epochs=1"], RunMode.MULTIRUN)
+        loader = ComposedOnce(real)
+        checked = loader.load_sweep_config(master, ["trainer.epochs=1", "seed=3"])  # the sweeper's check
+        assert checked.seed == 3
+        assert loader.take_sweep_config(master, ["trainer.epochs=1", "seed=3"]) is checked  # the launcher's
+        again = loader.take_sweep_config(master, ["trainer.epochs=1", "seed=3"])  # taken once only: composed anew
+        assert again is not checked and OmegaConf.to_container(again) == OmegaConf.to_container(checked)
+        assert loader.get_search_path() is real.get_search_path()  # the rest is the loader's own

@@ -43,6 +43,9 @@ def test_joblib_launcher_runs_two_jobs_side_by_side_with_split_threads(psx):
 
     cores = len(os.sched_getaffinity(0))
     assert all(r["torch_threads"] == max(1, cores // 2) for r in runs)
+    # Their interleaved lines say whose they are: every psx line of a job starts with its number.
+    for num in (0, 1):
+        assert f"[psx][INFO] - #{num} done: best val/acc" in result.stderr + result.stdout
 
 
 def test_submitit_local_launcher_runs_two_jobs(psx):

@@ -1,7 +1,18 @@
 """Transfer with the real command: pretrain, then start another run from it, part of it frozen."""
 import json
+import logging
 
+import pytest
 import torch
+
+from psx.checkpoint import save_checkpoint
+from psx.data.spec import DataSpec
+from psx.errors import PsxError
+from psx.models import build_model
+from psx.models.families.cnn import CNNConfig
+from psx.models.transfer import load_matching_weights
+
+DIGITS = DataSpec(name="digits", input_shape=(1, 8, 8), num_classes=10)
 
 
 def run_dirs(cwd):
@@ -52,3 +63,21 @@ def test_inspect_lists_tensors_reuse_and_totals(psx):
     assert unshared.returncode == 0 and "layers.0.weight_ih" in unshared.stdout and "1.00x" in unshared.stdout
     bad = psx("inspect", "model=nope")
     assert bad.returncode == 2 and bad.stderr.startswith("psx: error: no config 'model/nope'")
+
+
+def test_tensors_of_another_shape_are_reported_as_keeping_their_initialisation(tmp_path, caplog):
+    source = build_model(CNNConfig(name="cnn_shared", channels=[8, 16]), DIGITS)
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": source.state_dict()})
+    target = build_model(CNNConfig(name="cnn_shared", channels=[8, 32]), DIGITS)
+    with caplog.at_level(logging.INFO, logger="psx"):
+        transfer = load_matching_weights(target, str(tmp_path))
+    changed = ["features.3.weight", "features.3.bias", "head.0.weight"]  # the second conv and what reads it
+    assert transfer["initialised"] == changed and [s.split()[0] for s in transfer["skipped"]] == changed
+    assert torch.equal(target.state_dict()["features.0.weight"], source.state_dict()["features.0.weight"])
+    assert f"3 start from their own initialisation ({', '.join(changed)})" in caplog.text
+    assert "3 of the source's not used (features.3.weight (shape (16, 8, 3, 3) here (32, 8, 3, 3))" in caplog.text
+
+
+def test_a_missing_init_from_names_the_key(tmp_path):
+    with pytest.raises(PsxError, match=f"^model.init_from: no checkpoint at {tmp_path / 'nope'}"):
+        load_matching_weights(build_model(CNNConfig(name="cnn_shared"), DIGITS), str(tmp_path / "nope"))

@@ -30,6 +30,9 @@ class StackingLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        if not isinstance(hydra_context.config_loader, ComposedOnce):
+            # The sweeper that made this launcher holds the same context: its checks now go through it too.
+            hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -55,7 +58,7 @@ class StackingLauncher(Launcher):
         return returns
 
     def _job_config(self, overrides: Sequence[str], index: int) -> DictConfig:
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        sweep_config = self.hydra_context.config_loader.take_sweep_config(self.config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = index
             sweep_config.hydra.job.num = index
@@ -100,6 +103,33 @@ class StackingLauncher(Launcher):
             for k, value in zip(opened, values):
                 returns[k].return_value = value
         return returns
+
+
+class ComposedOnce:
+    """The sweep's config loader, composing each job's config once instead of twice.
+
+    Hydra's sweepers compose every job's config to check the batch before launching it
+    (Sweeper.validate_batch_is_legal), for launchers that compose again in another process; this
+    launcher composes in the same process, from the same master config, so it takes the config the
+    check made (a full composition per job, the largest per-job cost of a short run besides training).
+    A config is kept only from a check until the launcher takes it; everything else is the loader's."""
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+        self._checked: dict = {}
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+        config = self._loader.load_sweep_config(master_config, sweep_overrides)
+        self._checked[(id(master_config), tuple(sweep_overrides))] = config
+        return config
+
+    def take_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+        """The config a check composed for these overrides (once), or a new composition."""
+        config = self._checked.pop((id(master_config), tuple(sweep_overrides)), None)
+        return config if config is not None else self._loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:

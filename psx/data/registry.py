@@ -11,34 +11,27 @@ functions: listing the data sets or checking a config never loads torch.
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 from typing import Any
 
 from psx.data.entry import DatasetEntry
+from psx.declarations import declarations, declared_named
 from psx.errors import PsxError
 
 
 @functools.lru_cache(maxsize=None)
 def entries() -> dict[str, DatasetEntry]:
     """Every declared data set by name, in the order of their modules (alphabetical) and declarations."""
-    import psx.data.sets as sets
-
     found: dict[str, DatasetEntry] = {}
-    for module_info in pkgutil.iter_modules(sets.__path__):
-        module = importlib.import_module(f"{sets.__name__}.{module_info.name}")
-        for entry in getattr(module, "DATASETS", ()):
+    for module_name, declared in declarations("psx.data.sets", "DATASETS"):
+        for entry in declared:
             if entry.name in found:
-                raise RuntimeError(f"data set {entry.name!r} is declared twice (psx/data/sets/{module_info.name}.py)")
+                raise RuntimeError(f"data set {entry.name!r} is declared twice (psx/data/sets/{module_name}.py)")
             found[entry.name] = entry
     return found
 
 
 def dataset_entry(name: Any) -> DatasetEntry:
-    known = entries()
-    if name not in known:
-        raise PsxError(f"unknown dataset {name!r} (known: {', '.join(known)})")
-    return known[name]
+    return declared_named(entries(), name, "dataset")
 
 
 SCHEMA_GROUP = "schema/dataset"

@@ -20,3 +20,11 @@ class DataSpec:
     tasks: tuple[str, ...] = ()   # multitask: the name of each column of y, e.g. ("left", "right")
     vocab_size: Optional[int] = None  # tokens
     seq_len: Optional[int] = None     # tokens: the bptt window length
+
+
+def input_text(spec: DataSpec) -> str:
+    """What one example is, for people: its shape, or for a token stream the window and vocabulary
+    (its input_shape is () because a window's length is the model's choice, not the data's)."""
+    if spec.kind == TOKENS:
+        return f"(windows of {spec.seq_len} tokens, vocabulary {spec.vocab_size:,})"
+    return str(spec.input_shape)

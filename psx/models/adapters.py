@@ -20,6 +20,7 @@ from torch import nn
 
 from psx.errors import PsxError
 from psx.models.attention import CausalSelfAttention
+from psx.models.probe import run_with_hooks
 
 
 class LoRA(nn.Module):
@@ -111,13 +112,7 @@ def _output_features(model: nn.Module, blocks: list[str], example: torch.Tensor,
             sizes[name] = output.shape[channel_dim]
         return hook
 
-    hooks = [model.get_submodule(name).register_forward_hook(record(name)) for name in blocks]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_with_hooks(model, example, [(model.get_submodule(name), record(name)) for name in blocks])
     return sizes
 
 

@@ -13,10 +13,10 @@ as "module:Class", imported when a model is first built, for that reason.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from psx.declarations import declarations, declared_named
 from psx.errors import PsxError
 
 # The schema group the model YAML files extend: `defaults: [/schema/model/<family>@_here_, _self_]`.
@@ -107,21 +107,15 @@ def known_families() -> Dict[str, Family]:
     """Every family: the modules in psx/models/families/ (imported once), then any registered."""
     global _DISCOVERED
     if not _DISCOVERED:
-        package = importlib.import_module("psx.models.families")
-
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
-            if isinstance(getattr(module, "FAMILY", None), Family):
-                register(module.FAMILY)
+        for _module, family in declarations("psx.models.families", "FAMILY"):
+            if isinstance(family, Family):
+                register(family)
         _DISCOVERED = True
     return _REGISTERED
 
 
 def family_named(name: Any) -> Family:
-    known = known_families()
-    if name not in known:
-        raise PsxError(f"unknown model family {name!r} (known: {', '.join(known)})")
-    return known[name]
+    return declared_named(known_families(), name, "model family")
 
 
 def register_schemas() -> None:

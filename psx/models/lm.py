@@ -42,6 +42,20 @@ def _tie(model: nn.Module, cfg: LSTMLMConfig | TransformerConfig, tied: bool, em
     return embedding_size
 
 
+def _embedding(rows: int, size: int) -> nn.Embedding:
+    """nn.Embedding, built without its normal_ initialisation on the meta device (`psx inspect`, the checks
+    before a run): meta tensors hold no values, and torch runs normal_ there through torch._refs, whose
+    first use imports torch._dynamo (about 1.5 s). On other devices exactly nn.Embedding: the same draws."""
+    if torch.get_default_device().type == "meta":
+        return nn.Embedding.from_pretrained(torch.empty(rows, size), freeze=False)
+    return nn.Embedding(rows, size)
+
+
+def _normal_(tensor: torch.Tensor, std: float) -> None:
+    if not tensor.is_meta:  # nothing to draw on the meta device (see _embedding)
+        nn.init.normal_(tensor, std=std)
+
+
 class LSTMLanguageModel(nn.Module):
     carries_state = True  # hidden state runs on from one bptt window to the next
 
@@ -49,9 +63,10 @@ class LSTMLanguageModel(nn.Module):
         super().__init__()
         _check_tokens(cfg.name, spec)
         self.tied = cfg.arm == "tied"
+        self.bptt = spec.seq_len
         self.projection = None
         embedding_size = cfg.embedding_size or cfg.hidden_size
-        self.encoder = nn.Embedding(spec.vocab_size, embedding_size)
+        self.encoder = _embedding(spec.vocab_size, embedding_size)
         self.drop = nn.Dropout(cfg.dropout)
         self.rnn = nn.LSTM(embedding_size, cfg.hidden_size, cfg.layers, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.decoder = nn.Linear(_tie(self, cfg, self.tied, embedding_size, cfg.hidden_size), spec.vocab_size)
@@ -72,6 +87,16 @@ class LSTMLanguageModel(nn.Module):
     def parameter_reuse(self) -> dict[str, float]:
         return {"encoder.weight": 2} if self.tied else {}
 
+    def parameter_kinds(self) -> dict[str, str]:
+        # The LSTM is reused at every step of a window in both arms, like rnn_shared's cell, but this
+        # family compares tying: counting the steps would make the untied reference arm "shared" too.
+        return {f"rnn.{name}": f"x{self.bptt}*" for name, _ in self.rnn.named_parameters()}
+
+    @property
+    def inspection_note(self) -> str:
+        return (f"x{self.bptt}*: one LSTM runs at each of a window's {self.bptt} steps in both arms: not in the "
+                "ratio, which counts the tying (a cell per step: model=rnn_unshared)")
+
 
 class TransformerLanguageModel(nn.Module):
     carries_state = False
@@ -82,8 +107,8 @@ class TransformerLanguageModel(nn.Module):
         self.tied, self.share_layers, self.layers = cfg.tied, cfg.arm == "shared", cfg.layers
         self.projection = None
         embedding_size = cfg.embedding_size or cfg.hidden_size
-        self.encoder = nn.Embedding(spec.vocab_size, embedding_size)
-        self.positions = nn.Embedding(spec.seq_len, embedding_size)
+        self.encoder = _embedding(spec.vocab_size, embedding_size)
+        self.positions = _embedding(spec.seq_len, embedding_size)
         self.input_projection = (nn.Linear(embedding_size, cfg.hidden_size, bias=False)
                                  if embedding_size != cfg.hidden_size else None)
         self.drop = nn.Dropout(cfg.dropout)
@@ -98,12 +123,12 @@ class TransformerLanguageModel(nn.Module):
             self.blocks = nn.ModuleList(block() for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.hidden_size)
         self.decoder = nn.Linear(_tie(self, cfg, cfg.tied, embedding_size, cfg.hidden_size), spec.vocab_size)
-        nn.init.normal_(self.encoder.weight, std=0.02)
+        _normal_(self.encoder.weight, std=0.02)
         nn.init.zeros_(self.decoder.bias)
         if cfg.tied:
             self.decoder.weight = self.encoder.weight
         else:
-            nn.init.normal_(self.decoder.weight, std=0.02)
+            _normal_(self.decoder.weight, std=0.02)
         blocks = ["block"] if self.share_layers else [f"blocks.{i}" for i in range(cfg.layers)]
         add_task_modules(self, cfg.adapter, cfg.adapter_size, blocks, blocks,
                          torch.zeros(1, 1, dtype=torch.long), -1, ["decoder"] if cfg.adapter == "head" else [])

@@ -13,15 +13,23 @@ log = logging.getLogger("psx")
 
 def load_matching_weights(model: nn.Module, location: str) -> dict[str, list[str]]:
     """Copy every tensor whose name and shape match; report what loaded and what did not."""
-    source = load_checkpoint(location)["model"]
-    own = model.state_dict()
+    source = load_source(location)
     loaded, skipped = matching_names(model, source, location)
     model.load_state_dict({name: source[name] for name in loaded}, strict=False)
-    untouched = [name for name in own if name not in source]
-    log.info("init_from %s: loaded %d tensors (%s); skipped %d%s; %d kept their initialisation%s",
-             location, len(loaded), ", ".join(loaded), len(skipped), f" ({', '.join(skipped)})" if skipped else "",
-             len(untouched), f" ({', '.join(untouched)})" if untouched else "")
+    # A tensor the source lacks, or has in another shape, starts from this model's own initialisation.
+    untouched = [name for name in model.state_dict() if name not in loaded]
+    log.info("init_from %s: loaded %d tensors (%s)%s%s", location, len(loaded), ", ".join(loaded),
+             f"; {len(untouched)} start from their own initialisation ({', '.join(untouched)})" if untouched else "",
+             f"; {len(skipped)} of the source's not used ({', '.join(skipped)})" if skipped else "")
     return {"loaded": loaded, "skipped": skipped, "initialised": untouched}
+
+
+def load_source(location: str) -> dict:
+    """The weights model.init_from names; a missing or damaged checkpoint is one line naming the key."""
+    try:
+        return load_checkpoint(location)["model"]
+    except PsxError as e:
+        raise PsxError(f"model.init_from: {e}") from None
 
 
 def matching_names(model: nn.Module, source: dict, location: str) -> tuple[list[str], list[str]]:

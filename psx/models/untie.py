@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from psx.models.locally_connected import LocallyConnected2d
+from psx.models.probe import run_with_hooks
 from psx.models.soft_shared import SoftSharedConv2d
 
 UNTIE_INTO = ("locally_connected", "soft")
@@ -57,14 +58,8 @@ def conv_input_sizes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple
             sizes.setdefault(name, tuple(args[0].shape[-2:]))
         return hook
 
-    hooks = [module.register_forward_pre_hook(record(name))
-             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    convs = [(module, record(name)) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    run_with_hooks(model, example, convs, pre=True)
     return sizes
 
 

@@ -30,7 +30,7 @@ from psx.models import sharing_summary
 from psx.resume import stop_on_signals
 from psx.stacked import StackedTrainer, build_seed_model, stack_reason, stacking_pays
 from psx.tasks import task_for
-from psx.run_summary import base_summary, read_summary
+from psx.run_summary import base_summary, data_sizes, params_text, read_summary
 from psx.train import JobRecord, close_run, freeze_long_lived_objects, open_run, recorded_outcome
 
 log = logging.getLogger("psx")
@@ -116,8 +116,11 @@ def run_stacked(jobs: list[StackedJob], plan: StackPlan, models: list[torch.nn.M
     seeds = [j.cfg.seed for j in jobs]
     configs = [OmegaConf.to_container(j.cfg, resolve=True) for j in jobs]
     for k, (stacked_job, model) in enumerate(zip(jobs, models)):
-        stacked_job.job.summary.update(train_examples=len(plan.data.train), stacked={"seeds": seeds, "position": k},
+        stacked_job.job.summary.update(**data_sizes(plan.data), stacked={"seeds": seeds, "position": k},
                                        **sharing_summary(model, stacked_job.cfg.model))
+    first = jobs[0]
+    log.info("%s on %s (%s training examples), %s", first.cfg.model.name, first.cfg.dataset.name,
+             f"{len(plan.data.train):,}", params_text(first.job.summary))
 
     def checkpoint(k: int, state: dict) -> None:
         save_checkpoint(jobs[k].job.run_dir / CHECKPOINT_NAME, {"config": configs[k], **state})

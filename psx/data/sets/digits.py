@@ -6,6 +6,7 @@ data-size subset (and every model) sees exactly the same input scaling.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,16 @@ class DigitsConfig:
 
 
 def load_digits_arrays():
-    """The 1,797 images (float32 8x8, values 0..16) and int64 labels, read from the CSV that scikit-learn ships.
+    """The 1,797 images (float32 8x8, values 0..16) and int64 labels, read from the CSV that scikit-learn ships
+    (copies: the caller may change them)."""
+    images, labels = _read_digits_csv()
+    return images.copy(), labels.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _read_digits_csv():
+    """Parsed once per process: a sweep's jobs in one process (the basic launcher) share it, where
+    parsing the text took each job longer than its data split.
 
     Read directly rather than through sklearn.datasets.load_digits, whose import (scipy and
     more) costs about a second of start-up; the file is the same one load_digits reads."""

@@ -15,9 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from psx.data.entry import DatasetEntry
-from psx.data.sets.mnist import MNIST, ImageSetConfig, check_image_set
-from psx.data.spec import DataSpec
+from psx.data.sets.mnist import MNIST, ImageSetConfig, grey_28_entry, spec
 
 
 @dataclass
@@ -34,10 +32,6 @@ class InvertedMNISTConfig(ImageSetConfig):
 class PermutedMNISTConfig(ImageSetConfig):
     name: str = "mnist_permuted"
     permutation_seed: int = 0  # seeds the one pixel permutation every image goes through
-
-
-def spec(cfg: ImageSetConfig) -> DataSpec:
-    return DataSpec(name=cfg.name, input_shape=(1, 28, 28), num_classes=10)
 
 
 def domain_transform(cfg: ImageSetConfig):
@@ -66,10 +60,9 @@ def build(cfg: ImageSetConfig, data_dir: Optional[Path]):
 
 
 DATASETS = [
-    DatasetEntry("mnist_rotated", RotatedMNISTConfig, spec, build, "MNIST turned 90 degrees (a task for adapters)",
-                 source=MNIST, check=check_image_set),
-    DatasetEntry("mnist_inverted", InvertedMNISTConfig, spec, build,
-                 "MNIST with inverted grey levels (a task for adapters)", source=MNIST, check=check_image_set),
-    DatasetEntry("mnist_permuted", PermutedMNISTConfig, spec, build,
-                 "MNIST's pixels in one fixed random order (a task for adapters)", source=MNIST, check=check_image_set),
+    grey_28_entry("mnist_rotated", RotatedMNISTConfig, build, "MNIST turned 90 degrees (a task for adapters)", MNIST),
+    grey_28_entry("mnist_inverted", InvertedMNISTConfig, build, "MNIST with inverted grey levels (a task for adapters)",
+                  MNIST),
+    grey_28_entry("mnist_permuted", PermutedMNISTConfig, build,
+                  "MNIST's pixels in one fixed random order (a task for adapters)", MNIST),
 ]

@@ -8,6 +8,8 @@ would map to `<unk>` (PTB has none). Token ids are cached as int64 tensors.
 
 `dataset.train_size` keeps the first `train_size` training tokens: a contiguous prefix of the
 stream, not a random sample, so the text stays coherent for the recurrent state.
+`dataset.val_tokens` likewise validates on the first `val_tokens` validation tokens, so that
+small runs do not spend most of their time validating; the test split is always used whole.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class PTBConfig:
     name: str = "ptb"
     bptt: int = 35                    # window length: each step reads bptt tokens of each of trainer.batch_size streams
     train_size: Optional[int] = None  # the first N training tokens (a contiguous prefix of the stream), or null for all
+    val_tokens: Optional[int] = None  # validate on the first N validation tokens (a contiguous prefix), or null for all
     download: bool = True             # fetch missing files (false: fail with what to do instead)
     verify: bool = True               # check every file against its published md5 before decoding it
 
@@ -47,6 +50,8 @@ def spec(cfg: PTBConfig) -> DataSpec:
 def check(cfg: PTBConfig) -> None:
     if cfg.bptt < 1:
         raise PsxError(f"dataset.bptt must be >= 1, got {cfg.bptt}")
+    if cfg.val_tokens is not None and cfg.val_tokens < 2:
+        raise PsxError(f"dataset.val_tokens must be >= 2 (an input and its next token) or null, got {cfg.val_tokens}")
 
 
 def read_words(path: Path) -> list[str]:
@@ -98,7 +103,18 @@ def build(cfg: PTBConfig, data_dir: Optional[Path]):
         if cfg.train_size <= cfg.bptt:
             raise PsxError(f"dataset.train_size={cfg.train_size} tokens do not fill one bptt={cfg.bptt} window")
         train = train[: cfg.train_size].clone()  # a contiguous prefix (see the module docstring)
-    return Data(spec(cfg), Tokens(train), Tokens(corpus["valid"]), Tokens(corpus["test"]), vocab=tuple(corpus["vocab"]))
+    return Data(spec(cfg), Tokens(train), Tokens(validation(corpus["valid"], cfg.val_tokens)), Tokens(corpus["test"]),
+                vocab=tuple(corpus["vocab"]))
+
+
+def validation(valid, val_tokens: Optional[int]):
+    """The validation stream a run uses: all of it, or its first val_tokens tokens (the same for every
+    seed and run, so validation curves of different runs stay comparable)."""
+    if val_tokens is None:
+        return valid
+    if val_tokens > len(valid):
+        raise PsxError(f"dataset.val_tokens={val_tokens} but ptb has only {len(valid):,} validation tokens")
+    return valid[:val_tokens].clone()
 
 
 DATASETS = [DatasetEntry("ptb", PTBConfig, spec, build, "Penn Treebank, word level (tokens)", source=SOURCE, check=check)]
