@@ -9,11 +9,13 @@ from psx.errors import PsxError
 
 
 def make_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    """`params`: tensors, or parameter groups (dicts with "params"; psx.penalty_decay.param_groups)."""
     params = list(params)
+    tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
     # The fused kernels update every tensor in one pass: on CPU PyTorch's default is a loop of about
     # ten ops per tensor, which costs as much as a whole forward pass for the many-tensor or large
     # unshared models (10x slower on rnn_unshared's 2.3M parameters).
-    fused = {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
+    fused = {"fused": True} if tensors and all(p.device.type in ("cpu", "cuda") for p in tensors) else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adam":

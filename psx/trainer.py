@@ -27,6 +27,7 @@ from psx.data.tensors import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
 from psx.optim import make_optimizer, make_scheduler  # noqa: F401 - psx.trainer.make_optimizer is used elsewhere
+from psx.penalty_decay import choose_penalty_path, param_groups, refresh_decays
 from psx.progress import Progress
 
 log = logging.getLogger("psx")
@@ -147,7 +148,8 @@ class EpochLoop:
         self.forward = compile_model(model) if cfg.compile else model
         self.autocast = precision_context(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+        choose_penalty_path(model, cfg)
+        self.optimizer = make_optimizer(cfg, param_groups(model, cfg))
         self.scheduler = make_scheduler(cfg, self.optimizer, task.mode)
         self.steps_per_epoch = task.steps_per_epoch(data.train, cfg.batch_size)
         self.budget: Budget = budget_of(cfg, self.steps_per_epoch)
@@ -161,6 +163,8 @@ class EpochLoop:
         """Continue from a checkpoint: weights, optimizer, scheduler, random streams, loop state;
         the epochs already done are passed to on_epoch again (the loggers of a new run folder)."""
         loop = resume["loop"]  # the model's form at the checkpoint: that of the last epoch started
+        if len(resume["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):
+            self._penalty_in_loss()  # a run started with the penalty in its loss (before psx.penalty_decay) keeps it there
         self.start_epoch(loop["epoch"] + (1 if loop["in_epoch"] else 0))
         self.model.load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
@@ -182,15 +186,23 @@ class EpochLoop:
         its parameters changed, the optimizer is rebuilt over them, keeping the lr, the scheduler's state
         and the optimizer state of every parameter that survived."""
         if not (hasattr(self.model, "on_epoch_start") and self.model.on_epoch_start(epoch)):
+            refresh_decays(self.optimizer, self.model, self.cfg)  # a scheduled strength moves the offsets' decay
             return
         old_optimizer, old_scheduler = self.optimizer, self.scheduler
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.cfg, params)
+        self.optimizer = make_optimizer(self.cfg, param_groups(self.model, self.cfg))
         self.scheduler = make_scheduler(self.cfg, self.optimizer, self.task.mode)
         if self.scheduler is not None:
             self.scheduler.load_state_dict(old_scheduler.state_dict())
-        self.optimizer.param_groups[0].update({k: v for k, v in old_optimizer.param_groups[0].items() if k != "params"})
+        kept = {k: v for k, v in old_optimizer.param_groups[0].items() if k not in ("params", "weight_decay")}
+        for group in self.optimizer.param_groups:
+            group.update(kept)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.optimizer.state.update({p: old_optimizer.state[p] for p in params if p in old_optimizer.state})
+
+    def _penalty_in_loss(self) -> None:
+        self.model.penalty_in_optimizer = False
+        self.optimizer = make_optimizer(self.cfg, param_groups(self.model, self.cfg))
+        self.scheduler = make_scheduler(self.cfg, self.optimizer, self.task.mode)
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One round: a pass over the training data (epoch budget) or the round's share of a step

@@ -1,5 +1,6 @@
 """LeNet-style CNN; the unshared twin swaps every Conv2d for a LocallyConnected2d, the soft one for a
-SoftSharedConv2d (W_p = W + D_p, its penalty added to the loss through `regularizer()`)."""
+SoftSharedConv2d (W_p = W + D_p; its penalty is the offsets' weight decay where that is exact, with
+SGD or Adam and no gradient clipping (psx.penalty_decay), else added to the loss by `regularizer()`)."""
 from __future__ import annotations
 
 import torch
@@ -37,6 +38,7 @@ class CNN(nn.Module):
         self.input_shape, self.untie_at = tuple(spec.input_shape), cfg.untie_at
         self.schedule = strength_schedule(cfg) if cfg.arm == "soft" else None
         self.strength = self.schedule.at(0) if self.schedule else 0.0
+        self.penalty_in_optimizer = False  # set by the trainer where weight decay applies it exactly (psx.penalty_decay)
         # The trainer's hooks (regularizer, on_epoch_start) do something: psx.stacked must not train it.
         self.training_hooks = self.schedule is not None or self.untie_at is not None
         channels, height, width = spec.input_shape
@@ -92,8 +94,14 @@ class CNN(nn.Module):
         return reuse
 
     def regularizer(self) -> torch.Tensor | None:
-        """The soft arm's strength x sum of its layers' mean_p ||D_p||^2; None when it adds nothing."""
-        return self.strength * soft_penalty(self) if self.strength > 0 else None
+        """The soft arm's strength x sum of its layers' mean_p ||D_p||^2; None when it adds nothing
+        (strength 0, or the optimizer applies it as the offsets' weight decay)."""
+        return self.strength * soft_penalty(self) if self.strength > 0 and not self.penalty_in_optimizer else None
+
+    def penalty_decays(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Each soft layer's offsets with the weight decay that applies strength x its penalty."""
+        return [(m.offset_parameters(), m.penalty_decay(self.strength))
+                for m in self.features if isinstance(m, SoftSharedConv2d)]
 
     def on_epoch_start(self, epoch: int) -> bool:
         """The form for `epoch` (1-based): the soft arm's strength from its schedule; the shared arm's
