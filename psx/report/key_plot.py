@@ -81,7 +81,7 @@ def draw_panel(ax, panel: pd.DataFrame, line_keys: list[str], size_key: str, x: 
         kind = style(first.get("shared"))
         if grid and len(rows) == 1 and len(values) > 1:  # ran at one value only: a reference across the axis
             mean, std = first["mean"], np.nan_to_num(first["std"])
-            ax.axhline(mean, color=f"C{i}", linestyle=kind["linestyle"], label=f"{label} (at {x}={first[x]} only)")
+            ax.axhline(mean, color=f"C{i}", linestyle=kind["linestyle"], label=f"{label} (at {x}={first[x]:g} only)")
             ax.axhspan(mean - std, mean + std, color=f"C{i}", alpha=0.12, linewidth=0)
             continue
         ax.errorbar([position[v] for v in rows[x]], rows["mean"], yerr=np.nan_to_num(rows["std"].astype(float)),
