@@ -112,6 +112,8 @@ def completed_fields(result: FitResult, task, trainer_cfg: DictConfig) -> dict[s
         },
         "final": result.final,
         "train_seconds": result.train_seconds,
+        # Dynamic sharing (model.untie_at): the epoch whose start untied the convs, null if it never did.
+        **({"untied_at": result.final["sharing/untied_at"] or None} if "sharing/untied_at" in result.final else {}),
     }
 
 

@@ -26,7 +26,8 @@ from psx.device import check_precision
 from psx.data.tensors import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
-from psx.optim import make_optimizer, make_scheduler  # noqa: F401 - psx.trainer.make_optimizer is used elsewhere
+from psx.optim import make_optimizer, make_scheduler, rebuild_optimizer  # noqa: F401 - psx.trainer.make_optimizer is used elsewhere
+from psx.penalty_decay import choose_penalty_path, param_groups, refresh_decays
 from psx.progress import Progress
 
 log = logging.getLogger("psx")
@@ -147,7 +148,8 @@ class EpochLoop:
         self.forward = compile_model(model) if cfg.compile else model
         self.autocast = precision_context(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+        choose_penalty_path(model, cfg)
+        self.optimizer = make_optimizer(cfg, param_groups(model, cfg))
         self.scheduler = make_scheduler(cfg, self.optimizer, task.mode)
         self.steps_per_epoch = task.steps_per_epoch(data.train, cfg.batch_size)
         self.budget: Budget = budget_of(cfg, self.steps_per_epoch)
@@ -160,8 +162,12 @@ class EpochLoop:
     def restore(self, resume: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, random streams, loop state;
         the epochs already done are passed to on_epoch again (the loggers of a new run folder)."""
-        loop = resume["loop"]  # the model's form at the checkpoint: that of the last epoch started
-        self.start_epoch(loop["epoch"] + (1 if loop["in_epoch"] else 0))
+        self.state.load_state_dict(resume["loop"])  # first: the model's form may follow from its history
+        if len(resume["optimizer"]["param_groups"]) != len(self.optimizer.param_groups):
+            self.model.penalty_in_optimizer = False  # a run started with the penalty in its loss keeps it there
+            self.optimizer, self.scheduler = rebuild_optimizer(self.cfg, self.model, self.task.mode)
+        # The model's form at the checkpoint: that of the last epoch started.
+        self.start_epoch(self.state.epoch + (1 if self.state.in_epoch else 0))
         self.model.load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         if self.scheduler is not None:
@@ -172,25 +178,31 @@ class EpochLoop:
         torch.set_rng_state(rng["torch"])
         if torch.cuda.is_available() and rng.get("cuda"):
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.state.load_state_dict(resume["loop"])
         for row in self.state.history:
             self.trainer.on_epoch(row)
 
     def start_epoch(self, epoch: int) -> None:
-        """The model's own hook at an epoch's start, `on_epoch_start(epoch) -> changed` (idempotent: bring
-        the model to its form for that epoch, e.g. untie its convolutions, set a penalty's strength). When
-        its parameters changed, the optimizer is rebuilt over them, keeping the lr, the scheduler's state
-        and the optimizer state of every parameter that survived."""
-        if not (hasattr(self.model, "on_epoch_start") and self.model.on_epoch_start(epoch)):
+        """The model's own hook at an epoch's start, `on_epoch_start(epoch, stale) -> changed` (idempotent:
+        bring the model to its form for that epoch, e.g. untie its convolutions, set a penalty's strength;
+        `stale`: after each finished epoch, the validations since the best). When its parameters changed,
+        the optimizer is rebuilt over them, keeping the lr, the scheduler's state and the optimizer state
+        of every parameter that survived."""
+        if not (hasattr(self.model, "on_epoch_start") and self.model.on_epoch_start(epoch, self.stale_history())):
+            refresh_decays(self.optimizer, self.model, self.cfg)  # a scheduled strength moves the offsets' decay
             return
-        old_optimizer, old_scheduler = self.optimizer, self.scheduler
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.cfg, params)
-        self.scheduler = make_scheduler(self.cfg, self.optimizer, self.task.mode)
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(old_scheduler.state_dict())
-        self.optimizer.param_groups[0].update({k: v for k, v in old_optimizer.param_groups[0].items() if k != "params"})
-        self.optimizer.state.update({p: old_optimizer.state[p] for p in params if p in old_optimizer.state})
+        self.optimizer, self.scheduler = rebuild_optimizer(self.cfg, self.model, self.task.mode,
+                                                           self.optimizer, self.scheduler)
+
+    def stale_history(self) -> list[int]:
+        """After each finished epoch, how many validations had passed since the best (as end_epoch counts)."""
+        key, best, stale, counts = f"val/{self.task.selection_metric}", None, 0, []
+        for row in self.state.history:
+            if best is None or self._better(row[key], best):
+                best, stale = row[key], 0
+            else:
+                stale += 1
+            counts.append(stale)
+        return counts
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One round: a pass over the training data (epoch budget) or the round's share of a step

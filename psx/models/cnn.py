@@ -1,6 +1,9 @@
 """LeNet-style CNN; the unshared twin swaps every Conv2d for a LocallyConnected2d, the soft one for a
-SoftSharedConv2d (W_p = W + D_p, its penalty added to the loss through `regularizer()`)."""
+SoftSharedConv2d (W_p = W + D_p; its penalty is the offsets' weight decay where that is exact, with
+SGD or Adam and no gradient clipping (psx.penalty_decay), else added to the loss by `regularizer()`)."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -34,9 +37,11 @@ class CNN(nn.Module):
         super().__init__()
         if spec.kind != "images" or len(spec.input_shape) != 3:
             raise PsxError(f"model {cfg.name} needs images (channels, height, width); {spec.name} holds {spec.kind}")
-        self.input_shape, self.untie_at = tuple(spec.input_shape), cfg.untie_at
+        self.input_shape, self.untie_at, self.untie_patience = tuple(spec.input_shape), cfg.untie_at, cfg.untie_patience
+        self.untied_at: int | None = None  # the epoch whose start untied the convs
         self.schedule = strength_schedule(cfg) if cfg.arm == "soft" else None
         self.strength = self.schedule.at(0) if self.schedule else 0.0
+        self.penalty_in_optimizer = False  # set by the trainer where weight decay applies it exactly (psx.penalty_decay)
         # The trainer's hooks (regularizer, on_epoch_start) do something: psx.stacked must not train it.
         self.training_hooks = self.schedule is not None or self.untie_at is not None
         channels, height, width = spec.input_shape
@@ -92,19 +97,36 @@ class CNN(nn.Module):
         return reuse
 
     def regularizer(self) -> torch.Tensor | None:
-        """The soft arm's strength x sum of its layers' mean_p ||D_p||^2; None when it adds nothing."""
-        return self.strength * soft_penalty(self) if self.strength > 0 else None
+        """The soft arm's strength x sum of its layers' mean_p ||D_p||^2; None when it adds nothing
+        (strength 0, or the optimizer applies it as the offsets' weight decay)."""
+        return self.strength * soft_penalty(self) if self.strength > 0 and not self.penalty_in_optimizer else None
 
-    def on_epoch_start(self, epoch: int) -> bool:
+    def penalty_decays(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Each soft layer's offsets with the weight decay that applies strength x its penalty."""
+        return [(m.offset_parameters(), m.penalty_decay(self.strength))
+                for m in self.features if isinstance(m, SoftSharedConv2d)]
+
+    def on_epoch_start(self, epoch: int, stale: Sequence[int] = ()) -> bool:
         """The form for `epoch` (1-based): the soft arm's strength from its schedule; the shared arm's
-        convs untied from `untie_at` on (True then: new parameters, so a new optimizer)."""
+        convs untied from `untie_epoch` on (True then: new parameters, so a new optimizer). `stale`:
+        after each finished epoch, the validations since the best one (the trainer's patience count)."""
         if self.schedule is not None:
             self.strength = self.schedule.at(epoch - 1)
-        if self.untie_at is None or epoch < self.untie_at or not self.is_shared():
+        at = self.untie_epoch(stale)
+        if at is None or epoch < at or not self.is_shared():
             return False
         device = next(self.parameters()).device
         untie_convs(self, torch.zeros(1, *self.input_shape, device=device))
+        self.untied_at = at
         return True
+
+    def untie_epoch(self, stale: Sequence[int]) -> int | None:
+        """untie_at, or with untie_at=plateau the epoch after the first `untie_patience` validations
+        without improvement (None while there has been no such plateau). From the history alone, so a
+        resumed run finds the same epoch."""
+        if self.untie_at != "plateau":
+            return self.untie_at
+        return next((finished + 2 for finished, count in enumerate(stale) if count >= self.untie_patience), None)
 
     def is_shared(self) -> bool:
         return any(isinstance(m, nn.Conv2d) for m in self.features)
@@ -117,6 +139,7 @@ class CNN(nn.Module):
 
             counts = param_counts(self)
             metrics["sharing/ratio"] = counts["params/unshared_equiv"] / counts["params/unique"]
+            metrics["sharing/untied_at"] = self.untied_at or 0  # 0: still shared
         if self.schedule is not None:
             metrics["soft/strength"] = self.strength
         return metrics

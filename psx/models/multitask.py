@@ -70,7 +70,7 @@ class MultiTaskCNN(nn.Module):
         return {f"networks.{task}.features.{name}": f"soft-tied: {', '.join(o for o in self.tasks if o != task)}"
                 for task in self.tasks for name, _ in self.networks[task].features.named_parameters()}
 
-    def on_epoch_start(self, epoch: int) -> bool:
+    def on_epoch_start(self, epoch: int, stale=()) -> bool:
         if self.schedule is not None:
             self.strength = self.schedule.at(epoch - 1)
         return False

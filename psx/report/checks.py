@@ -13,8 +13,8 @@ from psx.loggers import hydra_text
 # Possible values per metric name (the part after the split: "test/acc/left" -> "acc").
 RANGES = {"acc": (0.0, 1.0), "loss": (0.0, math.inf), "ppl": (1.0, math.inf), "nll": (0.0, math.inf)}
 # Summary fields that are counts or seconds: a number >= 0, or absent.
-NUMERIC_FIELDS = ("params/unique", "params/unshared_equiv", "params/trainable", "sharing/ratio", "wall_seconds",
-                  "train_seconds", "train_examples", "best_epoch", "epochs_completed")
+NUMERIC_FIELDS = ("params/unique", "params/unshared_equiv", "params/trainable", "params/added_per_task", "sharing/ratio",
+                  "untied_at", "wall_seconds", "train_seconds", "train_examples", "best_epoch", "epochs_completed")
 TEXT_FIELDS = ("status", "error", "selection_metric", "device", "torch_version", "psx_version")
 
 

@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-effect", type=float, metavar="GAP",
                    help="where no difference is detected, say how many seeds would resolve a gap of this size "
                         "(default: the observed gap), e.g. 0.01 for one point of accuracy")
+    p.add_argument("--x", metavar="KEY", help="add a figure of the metric against KEY: a dotted config key or summary "
+                                             "field with numbers (model.soft.strength, model.compression, "
+                                             "params/added_per_task); include a grid key in --by too")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write the files (default: <sweep>/report)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B's server instead of folders")
     p.add_argument("--group", help="with --wandb: only runs of this group (the sweep)")
@@ -75,9 +78,11 @@ def report(args) -> int:
         terminal.print_left_out(terminal.console(), tables.left_out_rows(runset.runs))
         raise PsxError(f"no run completed, nothing to compare ({len(runset.runs)} runs, listed above)")
     metric = agg_mod.resolve_metric(runset.runs, args.metric)
+    if args.x is not None and args.x not in runset.runs.columns:
+        raise PsxError(f"unknown --x key '{args.x}': no run records it (use a dotted config key or a summary field)")
     result = compute(runset, by, metric, source, args.min_effect)
     with Staging(out) as folder:
-        files = write(result, runset, by, metric, folder)
+        files = write(result, runset, by, metric, folder, args.x)
     terminal.print_report(result, metric, by, files, str(out), time.perf_counter() - started)
     return 0
 
@@ -181,7 +186,7 @@ def gap_parts(gaps: pd.DataFrame, metric: str) -> list[tuple[str, list[str], lis
     return parts
 
 
-def write(result: dict, runset: RunSet, by: list[str], metric: str, folder: Path) -> list[str]:
+def write(result: dict, runset: RunSet, by: list[str], metric: str, folder: Path, x: str | None = None) -> list[str]:
     """Every file of the report into `folder`; returns their names in the order written."""
     runset.runs.to_csv(folder / "summary.csv", index=False)
     result["aggregate_frame"].to_csv(folder / "aggregate.csv", index=False)
@@ -193,7 +198,7 @@ def write(result: dict, runset: RunSet, by: list[str], metric: str, folder: Path
     if (result["aggregate_frame"]["n"] > 0).any():
         from psx.report.plots import Plotter  # matplotlib only when there is something to plot
 
-        figures = Plotter(runset.runs, runset.curves, by, metric, folder).all()
+        figures = Plotter(runset.runs, runset.curves, by, metric, folder, x).all()
     (folder / "aggregate.md").write_text(_markdown(result, figures), encoding="utf-8")
     config_common, config_varying = config_split(runset)
     from psx.report.html import render

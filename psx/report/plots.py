@@ -82,8 +82,9 @@ def _save(fig, path: Path) -> Path:
 class Plotter:
     """Figures for one report: the runs grouped by dataset, arm (model and other --by keys) and size."""
 
-    def __init__(self, runs: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: str, out: Path):
-        self.runs, self.curves, self.metric, self.out = runs, curves, metric, out
+    def __init__(self, runs: pd.DataFrame, curves: pd.DataFrame, by: list[str], metric: str, out: Path,
+                 x: str | None = None):
+        self.runs, self.curves, self.metric, self.out, self.x = runs, curves, metric, out, x
         self.size_key = next((k for k in by if k in SIZE_KEYS), "train_size")
         self.dataset_key = next((k for k in by if k in DATASET_KEYS), "dataset")
         self.line_keys = [k for k in by if k not in (*SIZE_KEYS, *DATASET_KEYS)] or ["model"]
@@ -103,10 +104,21 @@ class Plotter:
             (self.learning_curves(), f"learning curves: val {self.metric} per epoch, mean ± std over seeds"),
             (self.metric_vs_params(), f"{self.split} {self.metric} vs unique parameters"),
             (self.metric_vs_sharing(), f"{self.split} {self.metric} vs sharing ratio (families with more than two arms)"),
+            (self.metric_vs_key(), f"{self.split} {self.metric} vs {self.x}, mean ± std over seeds; horizontal lines: "
+                                   f"arms run at one value of {self.x} only"),
             (self.federated(), "federated runs: test accuracy per round and per MB communicated, a line per arm, "
                                "mean ± std over seeds; dashed: the centralised run"),
         ]
         return [(path, caption) for path, caption in figures if path is not None]
+
+    def metric_vs_key(self) -> Path | None:
+        """With --x KEY: the metric against that key (psx.report.key_plot)."""
+        if self.x is None:
+            return None
+        from psx.report.key_plot import plot_metric_vs_key
+
+        return plot_metric_vs_key(self.runs, self.by, self.metric, self.split, self.x, self.out,
+                                  self.dataset_key, self.size_key, arm_style)
 
     def federated(self) -> Path | None:
         """Accuracy against rounds and bytes communicated, when the report holds federated runs."""

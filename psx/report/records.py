@@ -21,9 +21,9 @@ from psx.report import checks
 # adds the metrics (every "train/...", "val/...", "test/..." key) and the flattened config.
 SUMMARY_FIELDS = (
     "status", "error", "problem", "model", "family", "arm", "reference_arm", "shared", "dataset", "train_size",
-    "train_examples", "seed", "params/unique", "params/unshared_equiv", "params/trainable", "sharing/ratio",
-    "wall_seconds", "train_seconds", "selection_metric", "best_epoch", "epochs_completed", "budget", "steps",
-    "stopped_early", "device",
+    "train_examples", "seed", "params/unique", "params/unshared_equiv", "params/trainable", "params/added_per_task",
+    "sharing/ratio", "untied_at", "wall_seconds", "train_seconds", "selection_metric", "best_epoch", "epochs_completed",
+    "budget", "steps", "stopped_early", "device",
     "torch_version", "psx_version",
 )
 METRIC_PREFIXES = ("train/", "val/", "test/")

@@ -5,12 +5,13 @@ filter per position written as the shared filter plus an offset, W_p = W + D_p, 
 `soft.strength * mean_p ||D_p||^2` added to the loss: 0 is locally connected, large is the conv) and
 `unshared` (the same topology with LocallyConnected2d: an own filter and bias at every output position).
 Dynamic sharing: `untie_at` (the shared arm's convs become locally connected at that epoch's start,
-their filters copied to every position) and `soft.schedule` (the soft arm's strength per epoch).
+their filters copied to every position; `plateau`: at the start of the epoch after `untie_patience`
+validations without improvement) and `soft.schedule` (the soft arm's strength per epoch).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from psx.errors import PsxError
 from psx.models.family import Family, ModelConfig, require_positive, require_positive_list
@@ -41,7 +42,8 @@ class CNNConfig(ModelConfig):
     pool: int = 2  # max-pool size after each conv; 1 = no pooling
     hidden: List[int] = field(default_factory=lambda: [128])  # the head's hidden widths
     soft: SoftConfig = field(default_factory=SoftConfig)  # the soft arm's penalty (ignored by the others)
-    untie_at: Optional[int] = None  # shared arm: untie every conv at the start of this epoch (>= 2)
+    untie_at: Any = None  # shared arm: untie every conv at the start of this epoch (>= 2), or "plateau"
+    untie_patience: int = 1  # untie_at=plateau: validations without improvement before it unties
     # Per-task modules on a fixed backbone (with init_from): none (all trains) | head (only the classifier
     # trains) | bottleneck (after each conv, adapter_size channels) | lora (rank adapter_size, on the head's
     # hidden layers); with head, bottleneck or lora all else is frozen but the classifier.
@@ -68,8 +70,11 @@ def check(config: CNNConfig) -> None:
                        f"and model.soft.epochs >= 1 (over how many epochs)")
     if config.untie_at is not None and config.adapter != "none":
         raise PsxError("model.untie_at and model.adapter do not go together (untying replaces the adapted convs)")
-    if config.untie_at is not None and (config.arm != "shared" or config.untie_at < 2):
-        raise PsxError(f"model.untie_at unties the shared arm's convs at an epoch >= 2 (got {config.untie_at} "
+    require_positive(config, ["untie_patience"])
+    at = config.untie_at
+    epoch = isinstance(at, int) and not isinstance(at, bool)
+    if at is not None and (config.arm != "shared" or not (at == "plateau" or (epoch and at >= 2))):
+        raise PsxError(f"model.untie_at unties the shared arm's convs at an epoch >= 2 or on a plateau (got {at!r} "
                        f"with arm {config.arm})")
 
 
