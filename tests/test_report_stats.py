@@ -213,3 +213,16 @@ def test_two_runs_of_one_arm_on_one_seed_are_not_paired(tmp_path):
     assert report([str(sweep)]) == 0
     (row,) = gaps(sweep / "report")
     assert (row["method"], row["n_arm"], row["n_reference"]) == ("welch", "4", "2")
+
+
+def test_a_config_key_that_copies_the_seed_is_not_called_a_mix(tmp_path, capsys):
+    # federated.partition_seed is ${seed} in every run, federated or not: it varies with the seed
+    # like the seed does, so it must not be named as a setting the rows mix; trainer.lr is one.
+    sweep = write_sweep(tmp_path / "sweep", paired_grid())
+    for path in sweep.glob("*/.hydra/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["federated"] = {"partition_seed": config["seed"]}
+        config["trainer"] = {"lr": 0.001 if config["seed"] < 2 else 0.01}
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert report([str(sweep)]) == 0
+    assert "note: runs in one row differ in trainer.lr; add them to --by" in capsys.readouterr().out

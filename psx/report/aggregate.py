@@ -131,9 +131,11 @@ def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> list[str]:
     """Config keys (other than seeds) whose values differ between runs of one group: the
-    aggregate mixes them, which the user should know and may want to add to --by."""
+    aggregate mixes them, which the user should know and may want to add to --by. A key that
+    equals the seed in every run (federated.partition_seed: ${seed}) is the seed again, not a mix."""
     frame = runs[runs["status"] == "completed"]
-    candidates = [k for k in config_keys if k not in by and k != "seed" and k in frame]
+    candidates = [k for k in config_keys if k not in by and k != "seed" and k in frame
+                  and not _copies_seed(frame, k)]
     if frame.empty or not candidates:
         return []
     keys = frame[by].map(lambda v: repr(normalise(v)))
@@ -141,3 +143,10 @@ def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> lis
     # without a config (a damaged config.yaml) mixes nothing
     counts = pd.concat([keys, values], axis=1).groupby(by)[candidates].nunique()
     return [k for k in candidates if (counts[k] > 1).any()]
+
+
+def _copies_seed(frame: pd.DataFrame, key: str) -> bool:
+    """Whether `key` holds the run's seed in every run of the frame."""
+    if "seed" not in frame or frame.empty:
+        return False
+    return all(normalise(v) == normalise(seed) for v, seed in zip(frame[key], frame["seed"]))
