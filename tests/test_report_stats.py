@@ -226,3 +226,16 @@ def test_a_config_key_that_copies_the_seed_is_not_called_a_mix(tmp_path, capsys)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert report([str(sweep)]) == 0
     assert "note: runs in one row differ in trainer.lr; add them to --by" in capsys.readouterr().out
+
+
+def test_gaps_are_in_size_order_with_the_full_set_last(tmp_path):
+    # Runs of two sweeps in one parent folder: the larger sizes are read first, and the full set's
+    # train_size (None) is NaN in pandas' float column, which must not stop the sort.
+    runs = []
+    for size in (1000, None, 100, 300):
+        for seed in range(2):
+            runs.append(dict(model="cnn_shared", arm="shared", seed=seed, acc=0.9 + seed / 100, train_size=size))
+            runs.append(dict(model="cnn_unshared", arm="unshared", seed=seed, acc=0.8 + seed / 50, train_size=size))
+    sweep = write_sweep(tmp_path / "sweep", runs)
+    assert report([str(sweep)]) == 0
+    assert [r["train_size"] for r in gaps(sweep / "report")] == ["100", "300", "1000", ""]

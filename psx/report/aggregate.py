@@ -76,7 +76,9 @@ def as_objects(series: pd.Series) -> pd.Series:
 
 
 def sort_key(value: Any) -> tuple:
-    """None (e.g. train_size = the full set) last; numbers by value, before strings."""
+    """None (e.g. train_size = the full set) last; numbers by value, before strings. Normalised
+    first: a NaN (pandas' None in a float column) would leave a list unsorted, np.int64 is a number."""
+    value = normalise(value)
     if value is None:
         return (2, 0, "")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
