@@ -239,3 +239,21 @@ def test_gaps_are_in_size_order_with_the_full_set_last(tmp_path):
     sweep = write_sweep(tmp_path / "sweep", runs)
     assert report([str(sweep)]) == 0
     assert [r["train_size"] for r in gaps(sweep / "report")] == ["100", "300", "1000", ""]
+
+
+def test_a_stacked_runs_wall_time_is_shared_by_its_seeds(tmp_path):
+    # Stacked seeds record the wall time of their whole group (summary.json "stacked"): the table's
+    # mean wall time per run divides it by the seeds in the group; runs trained alone keep theirs.
+    sweep = write_sweep(tmp_path / "sweep", paired_grid())
+    for path in sweep.glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        if summary["arm"] == "shared":
+            summary.update(wall_seconds=10.0, stacked={"seeds": [0, 1, 2, 3], "position": summary["seed"]})
+            path.write_text(json.dumps(summary))
+    assert report([str(sweep)]) == 0
+    with open(sweep / "report" / "aggregate.csv", newline="") as f:
+        walls = {(r["model"], r["train_size"]): float(r["wall_seconds mean"]) for r in csv.DictReader(f)}
+    assert walls[("cnn_shared", "100")] == pytest.approx(2.5) and walls[("cnn_unshared", "100")] == pytest.approx(2.5)
+    with open(sweep / "report" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["arm"], r["stacked_seeds"], r["wall_seconds"]) for r in rows} == {("shared", "4", "10.0"), ("unshared", "1", "2.5")}

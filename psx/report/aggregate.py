@@ -97,7 +97,8 @@ NUMBERS = ("params/unique", "params/unshared_equiv", "sharing/ratio", "wall_seco
 
 def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     """One row per group: n (completed runs), not_completed, val/test metric mean and std, params,
-    mean wall time, and train_examples (the actual training-set size, for plots)."""
+    mean wall time per run (a stacked run's wall time is its group's, so it counts once per seed
+    in it), and train_examples (the actual training-set size, for plots)."""
     frame = runs.copy()
     for key in by:
         frame[key] = frame[key].map(normalise).astype(object)
@@ -106,6 +107,8 @@ def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     for column in [*columns, *NUMBERS]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").where(done)
     frame["_done"] = done.astype(int)
+    if "stacked_seeds" in frame:
+        frame["wall_seconds"] /= pd.to_numeric(frame["stacked_seeds"], errors="coerce").fillna(1)
 
     rows = []
     for key, group in frame.groupby(by, dropna=False, sort=False):
