@@ -213,3 +213,47 @@ def test_two_runs_of_one_arm_on_one_seed_are_not_paired(tmp_path):
     assert report([str(sweep)]) == 0
     (row,) = gaps(sweep / "report")
     assert (row["method"], row["n_arm"], row["n_reference"]) == ("welch", "4", "2")
+
+
+def test_a_config_key_that_copies_the_seed_is_not_called_a_mix(tmp_path, capsys):
+    # federated.partition_seed is ${seed} in every run, federated or not: it varies with the seed
+    # like the seed does, so it must not be named as a setting the rows mix; trainer.lr is one.
+    sweep = write_sweep(tmp_path / "sweep", paired_grid())
+    for path in sweep.glob("*/.hydra/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["federated"] = {"partition_seed": config["seed"]}
+        config["trainer"] = {"lr": 0.001 if config["seed"] < 2 else 0.01}
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert report([str(sweep)]) == 0
+    assert "note: runs in one row differ in trainer.lr; add them to --by" in capsys.readouterr().out
+
+
+def test_gaps_are_in_size_order_with_the_full_set_last(tmp_path):
+    # Runs of two sweeps in one parent folder: the larger sizes are read first, and the full set's
+    # train_size (None) is NaN in pandas' float column, which must not stop the sort.
+    runs = []
+    for size in (1000, None, 100, 300):
+        for seed in range(2):
+            runs.append(dict(model="cnn_shared", arm="shared", seed=seed, acc=0.9 + seed / 100, train_size=size))
+            runs.append(dict(model="cnn_unshared", arm="unshared", seed=seed, acc=0.8 + seed / 50, train_size=size))
+    sweep = write_sweep(tmp_path / "sweep", runs)
+    assert report([str(sweep)]) == 0
+    assert [r["train_size"] for r in gaps(sweep / "report")] == ["100", "300", "1000", ""]
+
+
+def test_a_stacked_runs_wall_time_is_shared_by_its_seeds(tmp_path):
+    # Stacked seeds record the wall time of their whole group (summary.json "stacked"): the table's
+    # mean wall time per run divides it by the seeds in the group; runs trained alone keep theirs.
+    sweep = write_sweep(tmp_path / "sweep", paired_grid())
+    for path in sweep.glob("*/summary.json"):
+        summary = json.loads(path.read_text())
+        if summary["arm"] == "shared":
+            summary.update(wall_seconds=10.0, stacked={"seeds": [0, 1, 2, 3], "position": summary["seed"]})
+            path.write_text(json.dumps(summary))
+    assert report([str(sweep)]) == 0
+    with open(sweep / "report" / "aggregate.csv", newline="") as f:
+        walls = {(r["model"], r["train_size"]): float(r["wall_seconds mean"]) for r in csv.DictReader(f)}
+    assert walls[("cnn_shared", "100")] == pytest.approx(2.5) and walls[("cnn_unshared", "100")] == pytest.approx(2.5)
+    with open(sweep / "report" / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["arm"], r["stacked_seeds"], r["wall_seconds"]) for r in rows} == {("shared", "4", "10.0"), ("unshared", "1", "2.5")}

@@ -76,7 +76,9 @@ def as_objects(series: pd.Series) -> pd.Series:
 
 
 def sort_key(value: Any) -> tuple:
-    """None (e.g. train_size = the full set) last; numbers by value, before strings."""
+    """None (e.g. train_size = the full set) last; numbers by value, before strings. Normalised
+    first: a NaN (pandas' None in a float column) would leave a list unsorted, np.int64 is a number."""
+    value = normalise(value)
     if value is None:
         return (2, 0, "")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -95,7 +97,8 @@ NUMBERS = ("params/unique", "params/unshared_equiv", "sharing/ratio", "wall_seco
 
 def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     """One row per group: n (completed runs), not_completed, val/test metric mean and std, params,
-    mean wall time, and train_examples (the actual training-set size, for plots)."""
+    mean wall time per run (a stacked run's wall time is its group's, so it counts once per seed
+    in it), and train_examples (the actual training-set size, for plots)."""
     frame = runs.copy()
     for key in by:
         frame[key] = frame[key].map(normalise).astype(object)
@@ -104,6 +107,8 @@ def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     for column in [*columns, *NUMBERS]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").where(done)
     frame["_done"] = done.astype(int)
+    if "stacked_seeds" in frame:
+        frame["wall_seconds"] /= pd.to_numeric(frame["stacked_seeds"], errors="coerce").fillna(1)
 
     rows = []
     for key, group in frame.groupby(by, dropna=False, sort=False):
@@ -131,9 +136,11 @@ def aggregate(runs: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
 
 def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> list[str]:
     """Config keys (other than seeds) whose values differ between runs of one group: the
-    aggregate mixes them, which the user should know and may want to add to --by."""
+    aggregate mixes them, which the user should know and may want to add to --by. A key that
+    equals the seed in every run (federated.partition_seed: ${seed}) is the seed again, not a mix."""
     frame = runs[runs["status"] == "completed"]
-    candidates = [k for k in config_keys if k not in by and k != "seed" and k in frame]
+    candidates = [k for k in config_keys if k not in by and k != "seed" and k in frame
+                  and not _copies_seed(frame, k)]
     if frame.empty or not candidates:
         return []
     keys = frame[by].map(lambda v: repr(normalise(v)))
@@ -141,3 +148,10 @@ def mixed_keys(runs: pd.DataFrame, config_keys: list[str], by: list[str]) -> lis
     # without a config (a damaged config.yaml) mixes nothing
     counts = pd.concat([keys, values], axis=1).groupby(by)[candidates].nunique()
     return [k for k in candidates if (counts[k] > 1).any()]
+
+
+def _copies_seed(frame: pd.DataFrame, key: str) -> bool:
+    """Whether `key` holds the run's seed in every run of the frame."""
+    if "seed" not in frame or frame.empty:
+        return False
+    return all(normalise(v) == normalise(seed) for v, seed in zip(frame[key], frame["seed"]))

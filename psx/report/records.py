@@ -33,7 +33,8 @@ CONFIG_FOR_FIELD = {
     "dataset": "dataset.name", "train_size": "dataset.train_size", "seed": "seed",
 }
 # Columns every run table has, first in summary.csv; the flattened config keys follow.
-LEADING_COLUMNS = ("run", "source", "path", *SUMMARY_FIELDS)
+# stacked_seeds: how many seeds trained together as one stacked model with this run (1: alone).
+LEADING_COLUMNS = ("run", "source", "path", *SUMMARY_FIELDS, "stacked_seeds")
 
 
 @dataclass
@@ -73,6 +74,9 @@ def make_record(summary: dict[str, Any], config: dict[str, Any], *, run: str, so
             record[key] = number
         if not key.startswith("train/"):  # the numbers compared are val and test; a train value only plots
             damage += wrong
+    stacked = summary.get("stacked")
+    seeds = stacked.get("seeds") if isinstance(stacked, dict) else None
+    record["stacked_seeds"] = len(seeds) if isinstance(seeds, list) and seeds else 1
     if not isinstance(record["status"], str) or not record["status"]:
         record["status"] = "unknown"
     set_arm(record)
