@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"psx {__version__}")
         return
     commands = {"train": train_command, "inspect": inspect_command, "report": partial(guarded, "psx.report.command"),
-                "data": partial(guarded, "psx.datacli"), "flower-app": partial(guarded, "psx.federated.app_project")}
+                "data": partial(guarded, "psx.datacli"), "flower-app": partial(guarded, "psx.federated.app_project", compose=compose_checked)}
     if command in commands:
         sys.exit(commands[command](args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
@@ -174,14 +174,14 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
     return cfg
 
 
-def guarded(module: str, args: list[str]) -> int:
-    """A command's main(args) from its module (imported only when it runs); its PsxError as one line."""
+def guarded(module: str, args: list[str], **given) -> int:
+    """A command's main(args, **given) from its module (imported only when it runs); its PsxError as one line."""
     import importlib
 
     from psx.errors import PsxError
 
     try:
-        return importlib.import_module(module).main(args)
+        return importlib.import_module(module).main(args, **given)
     except PsxError as e:
         fail(str(e))
 

@@ -20,6 +20,7 @@ except ImportError:  # Python 3.10: Flower's own TOML reader
     import tomli as tomllib
 
 from conftest import run_psx  # noqa: E402
+from psx.cli import compose_checked  # noqa: E402
 from psx.errors import PsxError  # noqa: E402
 from psx.federated import app_project  # noqa: E402
 
@@ -30,7 +31,8 @@ OVERRIDES = ["federated=fedper", "federated.clients=2", "federated.rounds=1", "d
 
 
 def test_the_app_names_psx_components_and_carries_the_run(tmp_path):
-    assert app_project.main([str(tmp_path / "app"), "--run-dir", str(tmp_path / "run"), *OVERRIDES, "seed=3"]) == 0
+    assert app_project.main([str(tmp_path / "app"), "--run-dir", str(tmp_path / "run"), *OVERRIDES, "seed=3"],
+                            compose_checked) == 0
     project = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
     app = project["tool"]["flwr"]["app"]
     assert app["components"] == {"serverapp": "psx.federated.deployment:server_app",
@@ -40,9 +42,9 @@ def test_the_app_names_psx_components_and_carries_the_run(tmp_path):
 
 def test_settings_that_cannot_run_are_one_line_errors_before_any_file(tmp_path):
     with pytest.raises(PsxError, match="federated.alpha must be > 0"):
-        app_project.main([str(tmp_path / "app"), "federated=fedavg", "federated.alpha=0"])
+        app_project.main([str(tmp_path / "app"), "federated=fedavg", "federated.alpha=0"], compose_checked)
     with pytest.raises(PsxError, match="runs a federated arm"):
-        app_project.main([str(tmp_path / "app"), "federated=none"])
+        app_project.main([str(tmp_path / "app"), "federated=none"], compose_checked)
     assert not (tmp_path / "app").exists()
 
 

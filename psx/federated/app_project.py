@@ -12,9 +12,13 @@ import datetime as dt
 import json
 import shlex
 from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
 
 import psx
 from psx.errors import PsxError
+from psx.federated.schema import is_federated
 
 USAGE = "usage: psx flower-app DIR [--run-dir RUN_DIR] [overrides]   e.g. psx flower-app app federated=fedavg dataset=mnist"
 MARKER = "# Written by `psx flower-app`"
@@ -27,7 +31,8 @@ to run it on Flower's deployment engine (--insecure: a trial without TLS):
   flwr run {app_dir} <connection>   # a [superlink.<connection>] in $FLWR_HOME/config.toml: address = "127.0.0.1:8000", insecure = true"""
 
 
-def main(args: list[str]) -> int:
+def main(args: list[str], compose: Callable[[list[str]], DictConfig]) -> int:
+    """compose: psx.cli.compose_checked (the validated config for one set of overrides)."""
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -37,10 +42,7 @@ def main(args: list[str]) -> int:
         if len(rest) < 2:
             raise PsxError("--run-dir needs a folder")
         run_dir, rest = Path(rest[1]), rest[2:]
-    from psx.cli import compose_checked
-    from psx.federated.schema import is_federated
-
-    cfg = compose_checked(rest)
+    cfg = compose(rest)
     if not is_federated(cfg):
         raise PsxError("psx flower-app runs a federated arm: add federated=fedavg, fedprox, fedper or local")
     now = dt.datetime.now()

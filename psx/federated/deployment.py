@@ -102,16 +102,18 @@ def client_setup(context: Context) -> ClientSetup:
     from psx.models import build_model
     from psx.tasks import task_for
 
-    cfg = compose_checked(shlex.split(str(context.run_config[OVERRIDES_KEY])))
+    overrides = shlex.split(str(context.run_config[OVERRIDES_KEY]))
+    if context.node_config.get(DATA_DIR_KEY):  # this machine's data folder, for the checks too
+        overrides.append(f"paths.data_dir='{context.node_config[DATA_DIR_KEY]}'")
+    cfg = compose_checked(overrides)
     fed, spec = cfg.federated, describe(cfg.dataset)
     build = partial(build_model, cfg.model, spec)
     folder = _client_folder(context)
     start = load_checkpoint(folder / f"initial-{_partition(context)}.pt")
-    data_dir = str(context.node_config.get(DATA_DIR_KEY) or cfg.paths.data_dir)
     return ClientSetup(
         build_model=build, initial_state=start["model"], frozen=list(start["frozen"]),
         task=task_for(spec, cfg.model), trainer=_plain(cfg.trainer),
-        source=DataRecipe(_plain(cfg.dataset), data_dir, _plain(fed)), source_key=_run_dir(context),
+        source=DataRecipe(_plain(cfg.dataset), str(cfg.paths.data_dir), _plain(fed)), source_key=_run_dir(context),
         classes=spec.num_classes, seed=cfg.seed, local_epochs=fed.local_epochs,
         shared=shared_keys(build(), str(fed.shared), list(fed.local_layers)), state_dir=folder / "clients",
         threads=cfg.device.num_threads,
