@@ -68,7 +68,8 @@ def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -
 
 @pytest.fixture(scope="module")
 def deployed_run(tmp_path_factory):
-    """(flwr run's result, the run folder) of one psx run on a SuperLink and two SuperNodes."""
+    """(flwr run's result, the run folder, submit the app again) of one psx run on a SuperLink and
+    two SuperNodes."""
     if not all((BIN / name).exists() for name in ("flower-superlink", "flower-supernode", "flwr")):
         pytest.skip("Flower's deployment CLI (flower-superlink, flower-supernode, flwr) is not installed beside "
                     'this Python: pip install -e ".[federated]"')
@@ -98,9 +99,12 @@ def deployed_run(tmp_path_factory):
         made = run_psx(["flower-app", "app", "--run-dir", str(root / "run"), *OVERRIDES], cwd=root)
         assert made.returncode == 0, made.stderr
         _wait_for_port(port, link)
-        result = subprocess.run([str(BIN / "flwr"), "run", "app", "test", "--stream"], cwd=root, env=env,
-                                capture_output=True, text=True, timeout=600)
-        yield result, root / "run"
+
+        def submit() -> subprocess.CompletedProcess:
+            return subprocess.run([str(BIN / "flwr"), "run", "app", "test", "--stream"], cwd=root, env=env,
+                                  capture_output=True, text=True, timeout=600)
+
+        yield submit(), root / "run", submit
     finally:  # each started in a session of its own, with the SuperExec it starts: end the group
         for process in started:
             os.killpg(process.pid, signal.SIGTERM)
@@ -113,7 +117,7 @@ def deployed_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_run_on_a_superlink_and_two_supernodes_completes_and_learns(deployed_run):
-    result, run_dir = deployed_run
+    result, run_dir, _ = deployed_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed", summary.get("error")
@@ -124,8 +128,18 @@ def test_a_run_on_a_superlink_and_two_supernodes_completes_and_learns(deployed_r
 
 @pytest.mark.slow
 def test_the_deployed_run_is_the_simulated_run(deployed_run, psx):
-    _, run_dir = deployed_run
+    _, run_dir, _ = deployed_run
     simulated = psx("train", *OVERRIDES, f"hydra.run.dir={psx.cwd / 'sim'}", timeout=600)
     assert simulated.returncode == 0, simulated.stderr[-3000:]
     # same partition, same starting model, same seeded client streams: the same numbers
     assert (run_dir / "metrics.csv").read_text() == (psx.cwd / "sim" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_submitting_the_app_again_leaves_the_completed_run_as_it_was(deployed_run):
+    _, run_dir, submit = deployed_run
+    before = {name: (run_dir / name).read_bytes() for name in ("summary.json", "metrics.csv", "checkpoint.pt")}
+    again = submit()
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already completed" in (run_dir / "train.log").read_text()
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
