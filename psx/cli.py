@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("-V", "--version"):
         print(f"psx {__version__}")
         return
-    commands = {"train": train_command, "inspect": inspect_command, "report": partial(guarded, "psx.report.command"),
-                "data": partial(guarded, "psx.datacli"), "flower-app": partial(guarded, "psx.federated.app_project", compose=compose_checked)}
+    commands = {"train": train_command, "inspect": inspect_command,
+                "report": partial(guarded, "psx.report.command"),  # pandas and matplotlib load only here
+                "data": partial(guarded, "psx.datacli"),
+                "flower-app": partial(guarded, "psx.federated.app_project", compose=compose_checked)}
     if command in commands:
         sys.exit(commands[command](args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")

@@ -20,15 +20,18 @@ import psx
 from psx.errors import PsxError
 from psx.federated.schema import is_federated
 
-USAGE = "usage: psx flower-app DIR [--run-dir RUN_DIR] [overrides]   e.g. psx flower-app app federated=fedavg dataset=mnist"
+USAGE = ("usage: psx flower-app DIR [--run-dir RUN_DIR] [overrides]\n"
+         "  e.g. psx flower-app psx-app federated=fedavg dataset=mnist")
 MARKER = "# Written by `psx flower-app`"
 
 NEXT_STEPS = """\
-wrote {pyproject} (run folder {run_dir}, {clients} clients)
-to run it on Flower's deployment engine (--insecure: a trial without TLS):
+wrote {pyproject} (run folder {run_dir}, {clients} clients); to run it (--insecure: a trial without TLS):
   flower-superlink --insecure --disable-runtime-dependency-installation
-  flower-supernode --insecure --superlink 127.0.0.1:8000 --port 9094 --node-config "partition-id=0"   # one per client: 0..{last}, each its own --port
-  flwr run {app_dir} <connection>   # a [superlink.<connection>] in $FLWR_HOME/config.toml: address = "127.0.0.1:8000", insecure = true"""
+  flower-supernode --insecure --superlink 127.0.0.1:8000 --node-config "partition-id=0"
+      (one per client, partition-id 0 to {last}; several on one machine need a --port each)
+  flwr run {app_dir} <connection> --stream
+      (<connection>: a [superlink.<connection>] in ~/.flwr/config.toml with address = "127.0.0.1:8000"
+       and insecure = true; see the README's section on Flower's deployment engine)"""
 
 
 def main(args: list[str], compose: Callable[[list[str]], DictConfig]) -> int:

@@ -232,6 +232,9 @@ def discover_partitions(grid, clients: int, timeout: float, hello: RecordDict | 
         if time.monotonic() > deadline:
             raise PsxError(f"only {len(nodes)} of {clients} federated clients connected within {timeout:.0f} s")
         time.sleep(0.1)
+    if len(nodes) > clients:  # SuperNodes started by hand: one per partition
+        raise PsxError(f"{len(nodes)} SuperNodes are connected for federated.clients={clients}; "
+                       "start one per partition-id")
     queries = [Message(hello if hello is not None else RecordDict({"config": ConfigRecord()}), dst_node_id=node,
                        message_type=MessageType.QUERY) for node in nodes]
     replies = list(grid.send_and_receive(queries, timeout=timeout))
