@@ -143,3 +143,23 @@ def test_submitting_the_app_again_leaves_the_completed_run_as_it_was(deployed_ru
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "already completed" in (run_dir / "train.log").read_text()
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+class ConnectedNodes:
+    """A grid as far as discover_partitions first looks at it: the SuperNodes that are connected."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(100, 100 + self.count))
+
+    def send_and_receive(self, messages, timeout):
+        raise AssertionError("no client should be asked anything")
+
+
+def test_more_supernodes_than_clients_is_one_line_before_any_message():
+    from psx.federated.run import discover_partitions
+
+    with pytest.raises(PsxError, match="3 SuperNodes are connected for federated.clients=2; start one per partition-id"):
+        discover_partitions(ConnectedNodes(3), clients=2, timeout=1.0)
