@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import time
+from functools import partial
 
 STARTED = time.perf_counter()  # the first job's start-up timings in summary.json are measured from here
 
@@ -26,6 +27,8 @@ commands:
   data      `psx data list`: the data sets, whether present, size, decoded caches, where;
             `psx data download NAME`: fetch and verify one; `psx data clean [NAME]`: remove
             psx's decoded caches (never the published files); all take --dir DIR
+  flower-app  `psx flower-app DIR [overrides]`: a Flower app (DIR/pyproject.toml) that runs one
+            federated run on Flower's deployment engine (a SuperLink, SuperNodes, `flwr run`)
 
 examples:
   psx train                                          # cnn_shared on the bundled 8x8 digits
@@ -37,7 +40,7 @@ examples:
 Run folders go to ./outputs/ (one per run, sweeps under ./outputs/multirun/).
 """
 
-COMMANDS = ("train", "inspect", "report", "data")
+COMMANDS = ("train", "inspect", "report", "data", "flower-app")
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -57,14 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     if command in ("-V", "--version"):
         print(f"psx {__version__}")
         return
-    if command == "train":
-        sys.exit(train_command(args))
-    if command == "inspect":
-        sys.exit(inspect_command(args))
-    if command == "report":
-        sys.exit(report_command(args))
-    if command == "data":
-        sys.exit(data_command(args))
+    commands = {"train": train_command, "inspect": inspect_command,
+                "report": partial(guarded, "psx.report.command"),  # pandas and matplotlib load only here
+                "data": partial(guarded, "psx.datacli"),
+                "flower-app": partial(guarded, "psx.federated.app_project", compose=compose_checked)}
+    if command in commands:
+        sys.exit(commands[command](args))
     fail(f"unknown command {command!r} (choose from: {', '.join(COMMANDS)}; see `psx --help`)")
 
 
@@ -176,22 +177,14 @@ def compose_checked(overrides: list[str], config_name: str = "config"):
     return cfg
 
 
-def report_command(args: list[str]) -> int:
-    from psx.errors import PsxError
-    from psx.report.command import main as report_main  # pandas and matplotlib load only here
+def guarded(module: str, args: list[str], **given) -> int:
+    """A command's main(args, **given) from its module (imported only when it runs); its PsxError as one line."""
+    import importlib
 
-    try:
-        return report_main(args)
-    except PsxError as e:
-        fail(str(e))
-
-
-def data_command(args: list[str]) -> int:
-    from psx import datacli
     from psx.errors import PsxError
 
     try:
-        return datacli.main(args)
+        return importlib.import_module(module).main(args, **given)
     except PsxError as e:
         fail(str(e))
 

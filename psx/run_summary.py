@@ -88,14 +88,15 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def budget_fields(result: FitResult, trainer_cfg: DictConfig) -> dict[str, Any]:
     """How long the run trained: its budget, the optimizer steps and evaluations (epochs) it made,
-    and whether early stopping ended it (at which epoch and step)."""
+    and whether early stopping ended it (at which epoch and step). A federated run's rows are
+    rounds, with no step of its own (each client steps on its own data): its steps are None."""
     last = result.final
     return {
         "budget": trainer_cfg.get("budget", "epochs"),
-        "steps": last["step"],
+        "steps": last.get("step"),
         "epochs_completed": result.epochs_completed,
         "stopped_early": result.stopped_early,
-        "stopped_at": {"epoch": last["epoch"], "step": last["step"]} if result.stopped_early else None,
+        "stopped_at": {"epoch": last["epoch"], "step": last.get("step")} if result.stopped_early else None,
     }
 
 

@@ -27,6 +27,7 @@ def test_fedavg_on_four_simulated_clients_learns(psx):
     assert summary["status"] == "completed"
     assert summary["metrics"]["test/acc"] > 0.5  # ten classes: chance is 0.1
     assert summary["params/shared_across_clients"] == summary["params/unique"]
+    assert summary["epochs_completed"] == 2 and summary["steps"] is None  # rows are rounds, not optimizer steps
     rows = list(csv.DictReader((summary_file.parent / "metrics.csv").open()))
     assert [int(r["round"]) for r in rows] == [1, 2]
     # every round sends the model to 4 clients and gets 4 back: bytes grow by the same amount each round

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig
 from torch import nn
@@ -148,6 +148,19 @@ class FederatedClient:
         if not kept:
             return None
         return load_checkpoint(max(kept, key=_round_of))  # its digest checked, and dropped
+
+
+def client_hello(setup: ClientSetup) -> RecordDict:
+    """What a deployed client cannot rebuild on its own machine: the server's starting model (its
+    seeded init, init_from) and which parameters are frozen; sent once, with the partition query."""
+    return RecordDict({"arrays": ArrayRecord(setup.initial_state),
+                       "config": ConfigRecord({"frozen": "\n".join(setup.frozen)})})
+
+
+def read_hello(message: Message) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(initial_state, frozen) from client_hello's message."""
+    frozen = str(message.content["config"]["frozen"])
+    return message.content["arrays"].to_torch_state_dict(), [name for name in frozen.split("\n") if name]
 
 
 def _round_of(path: Path) -> int:

@@ -32,8 +32,9 @@ from torch import nn  # noqa: E402
 from psx.data.tensors import Data  # noqa: E402
 from psx.device import available_cpus  # noqa: E402
 from psx.errors import PsxError  # noqa: E402
-from psx.federated.client import PARTITION_KEY, ClientData, ClientSetup, FederatedClient  # noqa: E402
+from psx.federated.client import PARTITION_KEY, ClientData, ClientSetup, FederatedClient, client_hello  # noqa: E402
 from psx.federated.evaluation import class_totals, round_metrics  # noqa: E402
+from psx.federated.grid import deployment_grid  # noqa: E402
 from psx.federated.partition import label_distribution, partition  # noqa: E402
 from psx.federated.rounds import FederatedResult, Rounds  # noqa: E402
 from psx.federated.schema import check_federated  # noqa: E402
@@ -143,13 +144,20 @@ def _simulate(cfg: DictConfig, setup: ClientSetup, local: ClientData, rounds: Ro
     end_round = partial(_end_round, strategy, rounds, local, setup, cfg, stop)
     timeout = fed.timeout_s if fed.timeout_s is not None else 3600.0
 
+    def serve(grid, hello: RecordDict | None = None) -> None:
+        plan.node_of = discover_partitions(grid, fed.clients, timeout, hello)
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(start), num_rounds=fed.rounds - rounds.done,
+                       timeout=timeout, evaluate_fn=end_round)
+
+    grid = deployment_grid()
+    if grid is not None:  # a SuperLink's SuperNodes: each builds its client from the run config and this hello
+        serve(grid, client_hello(setup))
+        return
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        plan.node_of = discover_partitions(grid, fed.clients, timeout)
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(start), num_rounds=fed.rounds - rounds.done,
-                       timeout=timeout, evaluate_fn=end_round)
+        serve(grid)
 
     # Clients' failures come back in their replies; their console lines (Ray's actor start and
     # stop notices) would only interleave with psx's round lines.
@@ -216,21 +224,29 @@ def _offsets(local: ClientData) -> list[torch.Tensor]:
     return [torch.arange(start, start + size) for start, size in zip(starts.tolist(), sizes.tolist())]
 
 
-def discover_partitions(grid, clients: int, timeout: float) -> dict[int, int]:
-    """Ask every node which partition it holds (Flower numbers nodes at random)."""
+def discover_partitions(grid, clients: int, timeout: float, hello: RecordDict | None = None) -> dict[int, int]:
+    """Ask every node which partition it holds (Flower numbers nodes at random); `hello` is what a
+    deployed client needs from the server before its first round (psx.federated.client.client_hello)."""
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < clients:
         if time.monotonic() > deadline:
             raise PsxError(f"only {len(nodes)} of {clients} federated clients connected within {timeout:.0f} s")
         time.sleep(0.1)
-    queries = [Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node, message_type=MessageType.QUERY)
-               for node in nodes]
+    if len(nodes) > clients:  # SuperNodes started by hand: one per partition
+        raise PsxError(f"{len(nodes)} SuperNodes are connected for federated.clients={clients}; "
+                       "start one per partition-id")
+    queries = [Message(hello if hello is not None else RecordDict({"config": ConfigRecord()}), dst_node_id=node,
+                       message_type=MessageType.QUERY) for node in nodes]
     replies = list(grid.send_and_receive(queries, timeout=timeout))
     failed = [r for r in replies if r.has_error()]
     if failed or len(replies) != clients:
         reason = failed[0].error.reason if failed else f"{len(replies)} of {clients} replied"
         raise PsxError(f"federated clients did not start: {reason.strip().splitlines()[-1]}")
-    return {int(r.content["metrics"][PARTITION_KEY]): r.metadata.src_node_id for r in replies}
+    node_of = {int(r.content["metrics"][PARTITION_KEY]): r.metadata.src_node_id for r in replies}
+    if sorted(node_of) != list(range(clients)):  # SuperNodes started by hand: each partition-id once
+        held = sorted(int(r.content["metrics"][PARTITION_KEY]) for r in replies)
+        raise PsxError(f"the {clients} clients must hold partition-id 0 to {clients - 1} once each; they hold {held}")
+    return node_of
 
 
 class FederatedTrainer:
