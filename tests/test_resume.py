@@ -10,7 +10,7 @@ import yaml
 
 from conftest import psx_executable, run_psx
 
-RUN = ["train", "model=cnn_unshared", "trainer.epochs=4", "dataset.train_size=400", "seed=5"]
+RUN = ["train", "model=cnn_unshared", "trainer.epochs=4", "dataset.train_size=400", "seed=5", "device.num_threads=1"]
 
 
 def summary(run_dir: Path) -> dict:

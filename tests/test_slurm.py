@@ -77,7 +77,7 @@ def test_slurm_preset_asks_for_no_gpu_and_modest_resources(psx):
 def test_four_job_sweep_on_slurm_has_the_basic_launchers_metrics(slurm, tmp_path):
     grid = ["model=mlp,cnn_shared", "seed=0,1", "trainer.epochs=2"]
     started = time.perf_counter()
-    basic = run_psx(["train", "-m", *grid, "device.num_threads=1", f"hydra.sweep.dir={tmp_path / 'basic'}"], cwd=tmp_path)
+    basic = run_psx(["train", "-m", *grid, "device.num_threads=1", "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'basic'}"], cwd=tmp_path)
     basic_s = time.perf_counter() - started
     assert basic.returncode == 0, basic.stderr
     started = time.perf_counter()
