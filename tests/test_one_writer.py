@@ -145,7 +145,8 @@ def test_killed_joblib_sweep_leaves_no_orphan_and_its_rerun_finishes_cleanly(tmp
 def test_three_runs_started_at_once_into_one_run_dir_leave_one_clean_run(tmp_path):
     run_dir = tmp_path / "one"
     runs = [start_psx(["train", "trainer.epochs=4", *FAST, f"hydra.run.dir={run_dir}"], tmp_path) for _ in range(3)]
-    results = [(r.wait(timeout=300), r.communicate()[1]) for r in runs]
+    # stdout too: a run that starts after the winner finished logs "skipping ... already completed" there.
+    results = [(r.wait(timeout=300), "".join(r.communicate())) for r in runs]
     trained = [err for code, err in results if code == 0 and "skipping" not in err]
     refused = [err for code, err in results if code != 0]
     skipped = [err for code, err in results if code == 0 and "skipping" in err]
