@@ -16,7 +16,7 @@ from psx.checkpoint import load_checkpoint, save_checkpoint
 from psx.data import build_data
 from psx.errors import PsxError
 from psx.hydra_app import config_dir
-from psx.stacked import StackedTrainer, build_seed_model, fit_stacked, stack_reason, stacking_pays
+from psx.stacked import CPU_MIN_SEEDS, StackedTrainer, build_seed_model, fit_stacked, stack_reason, stacking_pays
 from psx.stacked.state import clip_per_seed
 from psx.stacked.sweep import same_but_seed, seed_groups
 from psx.tasks import task_for
@@ -136,10 +136,13 @@ def test_what_cannot_be_stacked_is_refused_with_its_reason():
 
 def test_stacking_is_chosen_where_it_was_measured_faster():
     data = build_data(composed().dataset, data_dir=composed().paths.data_dir)
-    build = lambda name: [build_seed_model(composed(f"model={name}").model, data.spec, 0, torch.device("cpu"))]  # noqa: E731
+    def build(name, seeds=CPU_MIN_SEEDS):
+        return [build_seed_model(composed(f"model={name}").model, data.spec, seed, torch.device("cpu")) for seed in range(seeds)]
+
     assert stacking_pays(build("mlp"), torch.device("cpu")) and stacking_pays(build("cnn_shared"), torch.device("cpu"))
+    assert not stacking_pays(build("mlp", CPU_MIN_SEEDS - 1), torch.device("cpu"))  # measured slower with few seeds
     assert not stacking_pays(build("cnn_unshared"), torch.device("cpu"))
-    assert stacking_pays(build("cnn_unshared"), torch.device("cuda"))
+    assert stacking_pays(build("cnn_unshared", 2), torch.device("cuda"))
 
 
 def test_sweep_jobs_are_grouped_by_everything_but_the_seed():

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import psx_executable
+from psx.stacked import CPU_MIN_SEEDS
 
-SWEEP = ["model=mlp,cnn_unshared", "seed=0,1,2", "dataset.train_size=200", "trainer.epochs=3",
+SEEDS = list(range(CPU_MIN_SEEDS))  # as few as psx stacks by default on a CPU
+SWEEP = ["model=mlp,cnn_unshared", f"seed={','.join(map(str, SEEDS))}", "dataset.train_size=200", "trainer.epochs=3",
          "device.num_threads=1", "trainer.progress=none"]
 
 
@@ -38,23 +40,25 @@ def test_a_seed_sweep_trains_stacked_with_each_jobs_metrics_as_alone_and_a_rerun
     assert result.returncode == 0, result.stderr
     assert psx("train", "-m", *SWEEP, "trainer.stack_seeds=false", f"hydra.sweep.dir={alone_dir}").returncode == 0
     stacked, alone = jobs(stacked_dir), jobs(alone_dir)
-    assert len(stacked) == 6 and {r["status"] for r in stacked + alone} == {"completed"}
+    n = len(SEEDS)
+    assert len(stacked) == 2 * n and {r["status"] for r in stacked + alone} == {"completed"}
     # mlp's seeds stacked; cnn_unshared's (per-position layers: no faster stacked on a CPU) one by one.
-    assert [r.get("stacked") for r in stacked] == [{"seeds": [0, 1, 2], "position": k} for k in range(3)] + [None] * 3
-    assert "seeds 0, 1, 2 train one by one: stacking cnn_unshared is not faster on cpu" in result.stdout
+    assert [r.get("stacked") for r in stacked] == [{"seeds": SEEDS, "position": k} for k in range(n)] + [None] * n
+    assert f"seeds {', '.join(map(str, SEEDS))} train one by one: stacking {n} seeds of cnn_unshared is not faster on cpu" in result.stdout
     assert all(r.get("stacked") is None for r in alone)
     assert_same_runs(stacked, alone)
-    for r in stacked[:3]:  # each job folder as a single run leaves it
+    for r in stacked[:n]:  # each job folder as a single run leaves it
         folder = Path(r["run_dir"])
         assert (folder / ".hydra" / "config.yaml").is_file() and (folder / "checkpoint.pt").is_file()
         assert r["params/unique"] == alone[0]["params/unique"] and r["train_examples"] == 200
     again = psx("train", "-m", *SWEEP, f"hydra.sweep.dir={stacked_dir}")
-    assert again.returncode == 0 and f"all 6 jobs in {stacked_dir} have completed; nothing to run" in again.stderr
+    assert again.returncode == 0 and f"all {2 * n} jobs in {stacked_dir} have completed; nothing to run" in again.stderr
     assert jobs(stacked_dir) == stacked
 
 
 def test_a_stacked_sweep_stopped_by_sigterm_resumes_seed_by_seed_to_the_unbroken_metrics(psx):
-    sweep = ["model=mlp", "seed=0,1", "trainer.epochs=20", "device.num_threads=1", "trainer.progress=none"]
+    sweep = ["model=mlp", "seed=0,1", "trainer.epochs=20", "device.num_threads=1", "trainer.progress=none",
+             "trainer.stack_seeds=true"]  # two seeds: stacked only when asked on a CPU
     assert psx("train", "-m", *sweep, f"hydra.sweep.dir={psx.cwd / 'unbroken'}").returncode == 0
     broken = psx.cwd / "broken"
     proc = subprocess.Popen([psx_executable(), "train", "-m", *sweep, f"hydra.sweep.dir={broken}"], cwd=psx.cwd,

@@ -25,8 +25,8 @@ def test_experiment_grid_runs_every_job_and_records_the_sweep(psx):
     assert len({r["sweep_id"] for r in runs}) == 1
     # Start-up: the first job counts from the process start (imports, composing), the others,
     # run in the same process by the basic launcher, from their own start.
-    # (Seeds that trained stacked share one start-up and record none.)
-    assert {r["model"] for r in runs if r.get("stacked")} == {"cnn_shared"}
+    # (Three seeds are too few to stack on a CPU: every job trains alone.)
+    assert not any(r.get("stacked") for r in runs)
     first, *others = [r["startup_s"] for r in sorted(runs, key=lambda r: r["job_num"]) if "startup_s" in r]
     assert first["imports_and_compose"] > 0.1
     assert all(s["imports_and_compose"] == 0 for s in others)

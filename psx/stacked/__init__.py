@@ -74,15 +74,20 @@ def stack_reason(trainer_cfg: DictConfig, models: list[nn.Module], task, example
     return None
 
 
+# On a CPU a stack must be this deep before it beats the seeds one by one in a real sweep: the
+# stack's own set-up (the vmap probe, every seed's model and evaluation) is paid before it gains.
+CPU_MIN_SEEDS = 6
+
+
 def stacking_pays(models: list[nn.Module], device: torch.device) -> bool:
     """Whether to stack these seeds by default (scripts/bench.py --only stacked measures it): on a
     GPU always, a small model's step being bound by kernel launches that the stack shares out; on a
-    CPU for models without per-seed layers. A LocallyConnected2d runs once per seed in the stack
-    anyway, so cnn_unshared gained little there, within the noise of the measurements, for K times
-    the activation memory."""
+    CPU for at least CPU_MIN_SEEDS seeds of a model without per-seed layers. A LocallyConnected2d
+    runs once per seed in the stack anyway, so cnn_unshared gained little there, within the noise
+    of the measurements, for K times the activation memory."""
     if torch.device(device).type == "cuda":
         return True
-    return not any(isinstance(m, RUN_PER_SEED) for m in models[0].modules())
+    return len(models) >= CPU_MIN_SEEDS and not any(isinstance(m, RUN_PER_SEED) for m in models[0].modules())
 
 
 def _vmap_probe(models: list[nn.Module], example: torch.Tensor) -> str | None:

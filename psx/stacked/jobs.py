@@ -64,7 +64,8 @@ def plan_stack(cfgs: list[DictConfig]) -> StackPlan | None:
     seeds = ", ".join(str(c.seed) for c in cfgs)
     reason = config_reason(cfg) or stack_reason(cfg.trainer, models, task, data.val.batch(slice(0, 2))[0].to(device))
     if reason is None and cfg.trainer.stack_seeds == "auto" and not stacking_pays(models, device):
-        reason = f"stacking {cfg.model.name} is not faster on {device.type} (trainer.stack_seeds=true forces it)"
+        reason = (f"stacking {len(models)} seeds of {cfg.model.name} is not faster on {device.type} "
+                  "(trainer.stack_seeds=true forces it)")
     if reason is not None:
         log.info("seeds %s train one by one: %s", seeds, reason)
         return None
