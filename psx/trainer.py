@@ -26,7 +26,7 @@ from psx.device import check_precision
 from psx.data.tensors import Data
 from psx.errors import PsxError, StopRequested
 from psx.models.eager import compile_model
-from psx.optim import make_optimizer, make_scheduler, rebuild_optimizer  # noqa: F401 - psx.trainer.make_optimizer is used elsewhere
+from psx.optim import make_optimizer, make_scheduler, rebuild_optimizer
 from psx.penalty_decay import choose_penalty_path, param_groups, refresh_decays
 from psx.progress import Progress
 

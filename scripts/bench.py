@@ -127,7 +127,8 @@ def trainer_overhead(name, overrides, epochs, repeats):
     from psx.data import build_data
     from psx.models import build_model
     from psx.tasks import task_for
-    from psx.trainer import Trainer, make_optimizer
+    from psx.optim import make_optimizer
+    from psx.trainer import Trainer
 
     cfg = compose(*overrides, f"trainer.epochs={epochs}", "trainer.progress=none", "trainer.checkpoint=false",
                   "trainer.scheduler=none")

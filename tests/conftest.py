@@ -125,3 +125,14 @@ def pytest_collection_modifyitems(items):
         names = set(code.co_names) | set(code.co_varnames) if code is not None else set()
         if "psx" in getattr(item, "fixturenames", ()) or names & STARTS_A_PROCESS:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def one_thread():
+    """In-process training on one torch thread (the test machine's cores are shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

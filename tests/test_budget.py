@@ -21,12 +21,7 @@ STEPS = ["model=mlp", "dataset.train_size=100", "trainer.batch_size=32", "traine
          "trainer.steps=10", "trainer.eval_every=3", "trainer.scheduler=cosine", "seed=4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def setup(overrides):

@@ -21,7 +21,7 @@ from psx.federated.strategy import RoundPlan, make_strategy  # noqa: E402
 from psx.hydra_app import config_dir  # noqa: E402
 from psx.models import build_model  # noqa: E402
 from psx.tasks import task_for  # noqa: E402
-from psx.trainer import make_optimizer  # noqa: E402
+from psx.optim import make_optimizer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -25,12 +25,7 @@ MNIST = DataSpec("mnist", (1, 28, 28), 10)
 PAIRS = DataSpec("multi_digits", (1, 8, 16), 10, kind="multitask", tasks=("left", "right"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def built(config, spec, seed=0):

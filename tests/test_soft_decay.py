@@ -16,12 +16,7 @@ SOFT = ["model=cnn_soft", "model.channels=[4,8]", "dataset.train_size=200", "tra
         "model.soft.epochs=1", "seed=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def fit(overrides, path=None, on_epoch=None, resume=None):

@@ -32,12 +32,7 @@ def composed(*overrides):
                                             "trainer.progress=none", "trainer.checkpoint=false", *overrides])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def alone(cfg, data, task, seed):

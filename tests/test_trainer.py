@@ -26,12 +26,7 @@ def setup():
     return cfg, data, task_for(data.spec, cfg.model)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def new_model(cfg, data):

@@ -20,12 +20,7 @@ PLATEAU = ["model=cnn_shared", "model.untie_at=plateau", "model.untie_patience=1
            "dataset.train_size=100", "trainer.epochs=6", "trainer.batch_size=32", "trainer.lr=0.01", "seed=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 
 def test_the_model_unties_after_patience_validations_without_improvement_and_keeps_its_function():

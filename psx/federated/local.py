@@ -1,6 +1,6 @@
 """What a client does with its own data: train for a few epochs, and count what it gets right.
 
-Training reuses psx's pieces (the trainer's make_optimizer, the task's batches and loss), so a
+Training reuses psx's pieces (psx.optim's make_optimizer, the task's batches and loss), so a
 client's step is the same step a centralised run takes. FedProx adds its proximal term
 (mu/2) * ||w - w_global||^2 over the parameters the server sent (Li et al. 2020).
 """
@@ -14,7 +14,7 @@ from torch import nn
 
 from psx.data.tensors import Split
 from psx.errors import PsxError
-from psx.trainer import make_optimizer
+from psx.optim import make_optimizer
 
 
 def train_locally(model: nn.Module, split: Split, task, trainer_cfg: DictConfig, epochs: int,

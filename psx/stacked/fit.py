@@ -30,7 +30,8 @@ from psx.stacked.checkpoints import seed_checkpoint
 from psx.stacked.eval import evaluate_stacked
 from psx.stacked.layers import MemoryFormatAsIs, stackable_template
 from psx.stacked.state import SeedRecord, clip_per_seed, per_seed_rows, seed_state
-from psx.trainer import FitResult, StopRequested, make_optimizer, make_scheduler, to_device
+from psx.optim import make_optimizer, make_scheduler
+from psx.trainer import FitResult, StopRequested, to_device
 
 
 @dataclass
