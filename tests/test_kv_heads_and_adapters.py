@@ -9,7 +9,9 @@ from psx.data.spec import DataSpec
 from psx.errors import PsxError
 from psx.models import sharing_summary
 from psx.models.families.cnn import CNNConfig
-from test_sharing_families import MNIST, built, counts, forward_backward, one_thread  # noqa: F401
+from test_sharing_families import MNIST, built, counts, forward_backward
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test machine's cores are shared
 
 TOKENS = DataSpec("ptb", (), 50, kind="tokens", vocab_size=50, seq_len=12)
 
